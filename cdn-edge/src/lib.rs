@@ -1,0 +1,1 @@
+//! Meridian CDN edge: cache storage and policy (filled by the edge issue).

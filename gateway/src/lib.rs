@@ -1,0 +1,16 @@
+//! The Meridian proxy engine.
+//!
+//! A request flows through the modules in this order:
+//!
+//! listener ([`server`]) → router ([`router`], compiled into a [`plan::Plan`]) → plugin chain
+//! (request phase) → upstream selection ([`upstream`]: LB, health, outlier ejection) → pingora
+//! connection pool → plugin chain (response phase) → logging and metrics ([`telemetry`]).
+//!
+//! [`proxy`] holds the pingora `ProxyHttp` implementation that strings these together;
+//! [`config`] turns YAML into a validated model; [`reload`] swaps plans atomically; [`admin`]
+//! serves the admin API; [`builder`] is the public entry point for embedders.
+
+pub mod config;
+pub mod router;
+pub mod telemetry;
+pub mod upstream;

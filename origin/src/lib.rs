@@ -1,0 +1,1 @@
+//! Meridian origins: URL shortener, orders, video (filled by the origins issue).
