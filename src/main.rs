@@ -1,1 +1,66 @@
-fn main() {}
+//! The `meridian` command: run a gateway from a config file, or check one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "meridian", version, about = "A programmable API gateway and HLS CDN edge on Pingora")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with a config file.
+    Run {
+        /// The YAML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Take the listening sockets over from the running Meridian (zero-downtime upgrade).
+        #[arg(long)]
+        upgrade: bool,
+    },
+    /// Validate a config file: print every error with file:line:column; exit 1 if any.
+    Check {
+        /// The YAML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match Cli::parse().command {
+        Command::Check { config } => match gateway::config::load_file(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config, upgrade } => {
+            let builder = match gateway::builder::GatewayBuilder::from_file(&config) {
+                Ok(b) => b,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match builder.upgrade(upgrade).build() {
+                Ok(gw) => gw.run_forever(),
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("{e}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

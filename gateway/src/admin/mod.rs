@@ -1,0 +1,139 @@
+//! The admin API, on its own listener (loopback by default; a bearer token is required when
+//! it is bound elsewhere, and then guards everything but the probes).
+//!
+//! | path | what |
+//! |---|---|
+//! | `GET /healthz` | the process is alive |
+//! | `GET /readyz` | a plan is loaded and every listener accepts connections |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /admin/config` | the effective config as JSON, secrets redacted |
+//! | `GET /admin/upstreams` | targets, health, ejections, in-flight, latency |
+//! | `POST /admin/reload` | reload the config file (400 with the errors when invalid) |
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::reload::GatewayState;
+use crate::telemetry::Metrics;
+
+/// The admin HTTP application.
+pub struct AdminApp {
+    state: Arc<GatewayState>,
+    token: Option<String>,
+}
+
+impl AdminApp {
+    /// An admin app over the gateway's shared state.
+    pub fn new(state: Arc<GatewayState>, token: Option<String>) -> Self {
+        Self { state, token }
+    }
+
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    fn upstreams(&self) -> serde_json::Value {
+        let plan = self.state.plan.load();
+        let pools: serde_json::Map<String, serde_json::Value> = plan
+            .upstreams
+            .iter()
+            .map(|(name, pool)| (name.clone(), serde_json::to_value(pool.snapshot()).unwrap_or_default()))
+            .collect();
+        json!({ "generation": plan.generation, "upstreams": pools })
+    }
+
+    fn metrics(&self) -> String {
+        let plan = self.state.plan.load();
+        let m = Metrics::global();
+        for (name, pool) in plan.upstreams.iter() {
+            for t in pool.snapshot().targets {
+                m.target_health(name, &t.address, t.healthy && t.ejected_for_ms.is_none());
+            }
+        }
+        m.render()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Vec<u8>>) -> Response<Vec<u8>> {
+    let body = body.into();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn json_reply(status: StatusCode, v: &serde_json::Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    reply(status, "application/json", body)
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match path.as_str() {
+            "/healthz" => return reply(StatusCode::OK, "text/plain", "ok\n"),
+            "/readyz" => {
+                return if self.state.listeners_ready() {
+                    reply(StatusCode::OK, "text/plain", "ready\n")
+                } else {
+                    reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+                }
+            }
+            _ => {}
+        }
+        if !self.authorized(session) {
+            let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "admin token required\n");
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"meridian-admin\""),
+            );
+            return r;
+        }
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
+            ("GET", "/admin/config") => {
+                let plan = self.state.plan.load();
+                let cfg = serde_json::to_value(&*plan.config).unwrap_or_default();
+                json_reply(StatusCode::OK, &json!({ "generation": plan.generation, "config": cfg }))
+            }
+            ("GET", "/admin/upstreams") => json_reply(StatusCode::OK, &self.upstreams()),
+            ("POST", "/admin/reload") => {
+                let state = self.state.clone();
+                match tokio::task::spawn_blocking(move || state.reload()).await {
+                    Ok(Ok(r)) => json_reply(StatusCode::OK, &json!(r)),
+                    Ok(Err(errors)) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": errors })),
+                    Err(_) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "errors": ["reload task failed"] })),
+                }
+            }
+            (_, "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload") => {
+                reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n")
+            }
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The public entry point: build a gateway from a config file or in code, add plugins, run it.
+//!
+//! ```no_run
+//! use gateway::builder::GatewayBuilder;
+//! let mut builder = GatewayBuilder::from_file("conf/gateway.yaml").expect("valid config");
+//! builder.plugins().register("hello", |_settings| Err("not built".into()));
+//! builder.build().expect("gateway").run_forever();
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+
+use crate::config::{self, Config, ConfigErrors};
+use crate::control::ControlRuntime;
+use crate::plan::Plan;
+use crate::reload::GatewayState;
+use crate::telemetry::Telemetry;
+
+/// Builds a [`Gateway`].
+pub struct GatewayBuilder {
+    config: Config,
+    path: Option<PathBuf>,
+    registry: plugins::Registry,
+    upgrade: bool,
+}
+
+impl GatewayBuilder {
+    /// Reads and validates a config file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigErrors> {
+        let path = path.as_ref();
+        let config = config::load_file(path)?;
+        Ok(Self {
+            config,
+            path: Some(path.to_path_buf()),
+            registry: plugins::Registry::new(),
+            upgrade: false,
+        })
+    }
+
+    /// Uses a config built in code (reload from file is then unavailable).
+    pub fn from_config(config: Config) -> Self {
+        Self {
+            config,
+            path: None,
+            registry: plugins::Registry::new(),
+            upgrade: false,
+        }
+    }
+
+    /// The plugin registry: register factories here, name them in config.
+    pub fn plugins(&mut self) -> &mut plugins::Registry {
+        &mut self.registry
+    }
+
+    /// Take the listening sockets over from a running Meridian (zero-downtime binary upgrade).
+    pub fn upgrade(mut self, upgrade: bool) -> Self {
+        self.upgrade = upgrade;
+        self
+    }
+
+    /// Compiles the plan and prepares the listeners. Errors are one message each.
+    pub fn build(self) -> Result<Gateway, Vec<String>> {
+        let control = ControlRuntime::start().map_err(|e| vec![format!("control runtime: {e}")])?;
+        let source = self
+            .path
+            .as_ref()
+            .map_or_else(|| "<in code>".to_string(), |p| p.display().to_string());
+        let telemetry = Telemetry::new(&self.config.telemetry).map_err(|e| vec![format!("{source}: telemetry: {e}")])?;
+        let config = Arc::new(self.config);
+        let plan = Plan::build(config.clone(), &source, None, &self.registry, control.handle())?;
+        let state = Arc::new(GatewayState::new(
+            plan,
+            Arc::new(telemetry),
+            self.registry,
+            self.path,
+            control.handle().clone(),
+        ));
+
+        let opt = Opt {
+            upgrade: self.upgrade,
+            ..Opt::default()
+        };
+        let mut conf = ServerConf::default();
+        conf.threads = config.server.threads;
+        conf.grace_period_seconds = Some(config.server.grace_period.as_secs());
+        conf.graceful_shutdown_timeout_seconds = Some(config.server.grace_period.as_secs());
+        conf.upgrade_sock = config.server.upgrade_sock.display().to_string();
+        conf.pid_file = config.server.pid_file.display().to_string();
+        conf.upstream_keepalive_pool_size = config
+            .upstreams
+            .values()
+            .map(|u| u.keepalive.pool_size)
+            .max()
+            .unwrap_or(128)
+            .max(1);
+        let mut server = Server::new_with_opt_and_conf(opt, conf);
+        server.bootstrap();
+        crate::server::add_services(&mut server, &config, &state)?;
+        state.start_triggers(config.server.watch_config);
+        Ok(Gateway {
+            server,
+            state,
+            _control: control,
+        })
+    }
+}
+
+/// A built gateway, ready to run.
+pub struct Gateway {
+    server: Server,
+    state: Arc<GatewayState>,
+    _control: ControlRuntime,
+}
+
+impl Gateway {
+    /// The shared state (plan, telemetry, reload).
+    pub fn state(&self) -> &Arc<GatewayState> {
+        &self.state
+    }
+
+    /// Serves until a shutdown signal (`SIGTERM` graceful, `SIGINT` fast, `SIGQUIT` upgrade
+    /// hand-over), then exits the process.
+    pub fn run_forever(self) -> ! {
+        self.state.started.store(true, Ordering::Release);
+        let state = self.state.clone();
+        let control = self._control;
+        self.server.run(pingora::server::RunArgs::default());
+        state.telemetry.shutdown();
+        drop(control);
+        std::process::exit(0)
+    }
+}

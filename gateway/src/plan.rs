@@ -1,0 +1,158 @@
+//! The compiled plan: a config turned into everything the request path needs, built once per
+//! (re)load and swapped atomically. Nothing here is parsed or compiled per request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use plugins::{Plugin, Registry};
+
+use crate::config::{Config, RouteUpstream};
+use crate::proxy::forward::CompiledHeaderRules;
+use crate::router::split::WeightedSplit;
+use crate::router::Router;
+use crate::telemetry::{Metrics, RouteMetrics};
+use crate::upstream::{UpstreamPool, UpstreamRegistry};
+
+/// An immutable, compiled configuration.
+pub struct Plan {
+    /// Increases by one with every successful (re)load.
+    pub generation: u64,
+    /// The config this plan was compiled from.
+    pub config: Arc<Config>,
+    /// The compiled router.
+    pub router: Router,
+    /// Per-route plans, in config order (indices match the router's).
+    pub routes: Vec<RoutePlan>,
+    /// Upstream pools (shared with the previous plan where unchanged).
+    pub upstreams: UpstreamRegistry,
+}
+
+/// Where a route sends its requests.
+pub enum RouteTargets {
+    /// One pool.
+    Single(Arc<str>, Arc<UpstreamPool>),
+    /// A weighted split over pools.
+    Split(WeightedSplit, HashMap<String, (Arc<str>, Arc<UpstreamPool>)>),
+}
+
+/// A compiled route.
+pub struct RoutePlan {
+    /// Route name.
+    pub name: Arc<str>,
+    /// Its upstreams.
+    pub targets: RouteTargets,
+    /// Request header rules.
+    pub request_headers: CompiledHeaderRules,
+    /// Response header rules.
+    pub response_headers: CompiledHeaderRules,
+    /// Plugin chain: global first, then the route's own.
+    pub plugins: Arc<[Arc<dyn Plugin>]>,
+    /// Pre-resolved metric handles.
+    pub metrics: RouteMetrics,
+}
+
+impl RoutePlan {
+    /// Picks the upstream for one request (`r` is a random number for splits).
+    pub fn pick(&self, r: u64) -> Option<(Arc<str>, Arc<UpstreamPool>)> {
+        match &self.targets {
+            RouteTargets::Single(n, p) => Some((n.clone(), p.clone())),
+            RouteTargets::Split(split, pools) => pools.get(split.pick(r)).cloned(),
+        }
+    }
+}
+
+impl Plan {
+    /// Compiles `config`. `previous` lends its upstream pools (with health state and connection
+    /// accounting) to upstreams whose config did not change. Errors are complete sentences,
+    /// prefixed with the config file position where one is known.
+    pub fn build(
+        config: Arc<Config>,
+        source: &str,
+        previous: Option<&Plan>,
+        registry: &Registry,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Plan, Vec<String>> {
+        let mut errors = Vec::new();
+        let router = Router::new(&config.routes).map_err(|errs| {
+            errs.into_iter()
+                .map(|(i, e)| format!("{source}: routes[{i}]: {e}"))
+                .collect::<Vec<_>>()
+        });
+        let upstreams =
+            UpstreamRegistry::build(&config.upstreams, previous.map(|p| &p.upstreams), rt);
+        let pool = |name: &str| -> Option<(Arc<str>, Arc<UpstreamPool>)> {
+            upstreams.get(name).map(|p| (Arc::from(name), p.clone()))
+        };
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let targets = match &r.upstream {
+                RouteUpstream::Single(n) => match pool(n) {
+                    Some((n, p)) => RouteTargets::Single(n, p),
+                    None => {
+                        errors.push(format!("{source}: route {}: unknown upstream \"{n}\"", r.name));
+                        continue;
+                    }
+                },
+                RouteUpstream::Split(parts) => {
+                    let mut pools = HashMap::new();
+                    for (n, _) in parts {
+                        match pool(n) {
+                            Some(p) => {
+                                pools.insert(n.clone(), p);
+                            }
+                            None => errors.push(format!(
+                                "{source}: route {}: unknown upstream \"{n}\"",
+                                r.name
+                            )),
+                        }
+                    }
+                    RouteTargets::Split(WeightedSplit::new(parts), pools)
+                }
+            };
+            let mut chain: Vec<Arc<dyn Plugin>> = Vec::with_capacity(r.plugins.len());
+            for spec in &r.plugins {
+                match registry.build(&spec.name, &spec.settings) {
+                    Ok(p) => chain.push(p),
+                    Err(e) => errors.push(format!(
+                        "{source}:{}:{}: plugin {}: {e}",
+                        spec.at.line, spec.at.column, spec.name
+                    )),
+                }
+            }
+            let rules = |h| CompiledHeaderRules::compile(h);
+            let (request_headers, response_headers) =
+                match (rules(&r.request_headers), rules(&r.response_headers)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => {
+                        errors.push(format!("{source}: route {} (#{i}): {e}", r.name));
+                        continue;
+                    }
+                };
+            routes.push(RoutePlan {
+                name: Arc::from(r.name.as_str()),
+                targets,
+                request_headers,
+                response_headers,
+                plugins: chain.into(),
+                metrics: Metrics::global().route(&r.name),
+            });
+        }
+        let router = match router {
+            Ok(r) => Some(r),
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        };
+        match router {
+            Some(router) if errors.is_empty() => Ok(Plan {
+                generation: previous.map_or(1, |p| p.generation + 1),
+                config,
+                router,
+                routes,
+                upstreams,
+            }),
+            _ => Err(errors),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Per-request state, owned by pingora for the life of one request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use plugins::PluginCtx;
+use smallvec::SmallVec;
+
+use crate::plan::Plan;
+use crate::telemetry::ProxySpan;
+use crate::upstream::{ActiveGuard, InflightGuard, RetryGuard, UpstreamPool};
+
+/// State of one request. The plan snapshot taken at the start is used until the end, so a
+/// reload never changes a request half-way.
+pub struct RequestCtx {
+    /// The plan this request runs on.
+    pub plan: Arc<Plan>,
+    /// When the request head was read.
+    pub start: Instant,
+    /// Wall-clock start, for logs and spans.
+    pub start_wall: SystemTime,
+    /// `X-Request-Id` (kept from the client when valid, else generated).
+    pub request_id: String,
+    /// Trace span of this request.
+    pub span: Option<ProxySpan>,
+    /// Index of the matched route in the plan.
+    pub route: Option<usize>,
+    /// Path and query to send upstream when a rewrite applies.
+    pub rewritten: Option<String>,
+    /// Host the request was addressed to (lower case, no port).
+    pub host: String,
+    /// Chosen upstream pool and its name.
+    pub upstream: Option<(Arc<str>, Arc<UpstreamPool>)>,
+    /// Targets tried so far (indices in the pool).
+    pub tried: SmallVec<[usize; 4]>,
+    /// Current attempt's target.
+    pub target: Option<(usize, SocketAddr)>,
+    /// Current attempt's in-flight count.
+    pub inflight: Option<InflightGuard>,
+    /// When the current attempt started.
+    pub attempt_start: Option<Instant>,
+    /// Attempts made (1 after the first).
+    pub attempts: u32,
+    /// Counts this request as active for the retry budget.
+    pub active: Option<ActiveGuard>,
+    /// Holds a retry-budget slot while a retry is in progress.
+    pub retry_slot: Option<RetryGuard>,
+    /// Whether the outcome of the current attempt was already reported to the pool.
+    pub reported: bool,
+    /// Status received from the upstream, if any.
+    pub upstream_status: Option<u16>,
+    /// Time to upstream response headers of the last attempt.
+    pub upstream_time: Option<std::time::Duration>,
+    /// Short reason when Meridian itself answered or failed.
+    pub reason: Option<&'static str>,
+    /// Status Meridian answered itself (refusals, errors).
+    pub own_status: Option<u16>,
+    /// Request body bytes seen so far.
+    pub body_bytes: u64,
+    /// Body limit of this request.
+    pub max_body: u64,
+    /// State for the plugin chain.
+    pub plugins: PluginCtx,
+}
+
+impl RequestCtx {
+    /// A fresh context on `plan`.
+    pub fn new(plan: Arc<Plan>) -> Self {
+        let max_body = plan.config.limits.max_body;
+        Self {
+            plan,
+            start: Instant::now(),
+            start_wall: SystemTime::now(),
+            request_id: String::new(),
+            span: None,
+            route: None,
+            rewritten: None,
+            host: String::new(),
+            upstream: None,
+            tried: SmallVec::new(),
+            target: None,
+            inflight: None,
+            attempt_start: None,
+            attempts: 0,
+            active: None,
+            retry_slot: None,
+            reported: true,
+            upstream_status: None,
+            upstream_time: None,
+            reason: None,
+            own_status: None,
+            body_bytes: 0,
+            max_body,
+            plugins: PluginCtx::default(),
+        }
+    }
+
+    /// The matched route's plan.
+    pub fn route_plan(&self) -> Option<&crate::plan::RoutePlan> {
+        self.route.and_then(|i| self.plan.routes.get(i))
+    }
+}

@@ -1,0 +1,193 @@
+//! What a proxy changes on the way through: hop-by-hop headers removed (RFC 9110 §7.6.1),
+//! `X-Forwarded-For/-Proto/-Host` and `Forwarded` (RFC 7239) set, header rules applied.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, UPGRADE};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// Headers that describe one connection, never forwarded (besides those `Connection` lists).
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+];
+
+/// Removes hop-by-hop headers from a request. `Upgrade` (and the `Connection: upgrade` that goes
+/// with it) is kept for protocol upgrades such as WebSocket, which pingora proxies end to end.
+pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
+    let upgrading = req.headers.contains_key(UPGRADE);
+    for name in connection_listed(&req.headers) {
+        if !(upgrading && name == UPGRADE) {
+            req.remove_header(&name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(name);
+    }
+    if upgrading {
+        // pingora needs `Connection: upgrade` to pass the upgrade through.
+        let _ = req.insert_header(CONNECTION, "upgrade");
+    }
+}
+
+/// Removes hop-by-hop headers from an upstream response (a 101 keeps its upgrade headers).
+pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    if resp.status.as_u16() == 101 {
+        return;
+    }
+    for name in connection_listed(&resp.headers) {
+        resp.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        resp.remove_header(name);
+    }
+}
+
+/// The header names a `Connection` header lists (bounded to 16).
+fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| n != "close" && n != "keep-alive")
+        .take(16)
+        .collect()
+}
+
+/// Appends the client to `X-Forwarded-For` and `Forwarded`, and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (kept when already set by a trusted hop is a policy for later; Meridian
+/// as the edge overwrites them, as nginx configs usually do).
+pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, tls: bool, host: &str) {
+    let proto = if tls { "https" } else { "http" };
+    if let Some(ip) = client {
+        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
+        };
+        let _ = req.insert_header("x-forwarded-for", xff);
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let mut fwd = format!("for={node};proto={proto}");
+        if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+            fwd.push_str(";host=\"");
+            fwd.push_str(host);
+            fwd.push('"');
+        }
+        let fwd = match req.headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {fwd}"),
+            _ => fwd,
+        };
+        let _ = req.insert_header("forwarded", fwd);
+    }
+    let _ = req.insert_header("x-forwarded-proto", proto);
+    if let Ok(v) = HeaderValue::from_str(host) {
+        if !host.is_empty() {
+            let _ = req.insert_header("x-forwarded-host", v);
+        }
+    }
+}
+
+/// Header rules compiled once per plan: names and values already validated.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledHeaderRules {
+    add: Vec<(HeaderName, HeaderValue)>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl CompiledHeaderRules {
+    /// Compiles config rules; invalid names or values are errors (the loader checks them too).
+    pub fn compile(rules: &crate::config::HeaderRules) -> Result<Self, String> {
+        let pair = |(k, v): &(String, String)| -> Result<(HeaderName, HeaderValue), String> {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| format!("invalid header value for {k}"))?;
+            Ok((name, value))
+        };
+        Ok(Self {
+            add: rules.add.iter().map(pair).collect::<Result<_, _>>()?,
+            set: rules.set.iter().map(pair).collect::<Result<_, _>>()?,
+            remove: rules
+                .remove
+                .iter()
+                .map(|k| HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?}")))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies remove, then set, then add to a request.
+    pub fn apply_request(&self, req: &mut RequestHeader) {
+        for n in &self.remove {
+            req.remove_header(n);
+        }
+        for (n, v) in &self.set {
+            let _ = req.insert_header(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            let _ = req.append_header(n.clone(), v.clone());
+        }
+    }
+
+    /// Applies remove, then set, then add to a response.
+    pub fn apply_response(&self, resp: &mut ResponseHeader) {
+        for n in &self.remove {
+            resp.remove_header(n);
+        }
+        for (n, v) in &self.set {
+            let _ = resp.insert_header(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            let _ = resp.append_header(n.clone(), v.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_are_removed() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("connection", "keep-alive, x-secret").unwrap();
+        req.insert_header("x-secret", "1").unwrap();
+        req.insert_header("keep-alive", "timeout=5").unwrap();
+        req.insert_header("te", "trailers").unwrap();
+        req.insert_header("x-keep", "1").unwrap();
+        strip_request_hop_by_hop(&mut req);
+        assert!(req.headers.get("x-secret").is_none());
+        assert!(req.headers.get("connection").is_none());
+        assert!(req.headers.get("keep-alive").is_none());
+        assert!(req.headers.get("te").is_none());
+        assert_eq!(req.headers.get("x-keep").unwrap(), "1");
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("x-forwarded-for", "10.0.0.1").unwrap();
+        set_forwarded(&mut req, Some("192.0.2.7".parse().unwrap()), true, "api.example.com");
+        assert_eq!(req.headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(req.headers["x-forwarded-proto"], "https");
+        assert_eq!(req.headers["x-forwarded-host"], "api.example.com");
+        assert_eq!(req.headers["forwarded"], "for=192.0.2.7;proto=https;host=\"api.example.com\"");
+        let mut v6 = RequestHeader::build("GET", b"/", None).unwrap();
+        set_forwarded(&mut v6, Some("::1".parse().unwrap()), false, "");
+        assert_eq!(v6.headers["forwarded"], "for=\"[::1]\";proto=http");
+    }
+}

@@ -1,0 +1,179 @@
+//! Request protection, checked before routing: size limits and request-smuggling shapes.
+//!
+//! pingora (httparse) already refuses most malformed request lines and headers with 400. What
+//! it lets through and a proxy must not forward is caught here:
+//! - more headers or header bytes than configured → 431; a longer request-target → 414;
+//! - a declared body larger than the limit → 413 (streamed bodies are counted as they arrive);
+//! - `Content-Length` together with `Transfer-Encoding`, several or comma-joined
+//!   `Content-Length`s, a non-numeric length, a `Transfer-Encoding` other than exactly
+//!   `chunked`, a line folded with obs-fold, or a line ended by a bare LF → 400.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::HeaderMap;
+
+use crate::config::Limits;
+
+/// Why a request was refused before routing: the status and a short reason for the body and log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status to answer.
+    pub status: u16,
+    /// Short, fixed reason.
+    pub reason: &'static str,
+}
+
+const fn refuse(status: u16, reason: &'static str) -> Refusal {
+    Refusal { status, reason }
+}
+
+/// Checks header count and size, the request-target length and the framing headers.
+///
+/// `raw_head` is the request head as received for HTTP/1.x (`None` for HTTP/2, whose framing
+/// has none of the HTTP/1 smuggling shapes).
+pub fn check_head(
+    limits: &Limits,
+    uri_len: usize,
+    headers: &HeaderMap,
+    raw_head: Option<&Bytes>,
+) -> Result<Option<u64>, Refusal> {
+    if uri_len > limits.max_uri_length {
+        return Err(refuse(414, "request-target too long"));
+    }
+    if headers.len() > limits.max_header_count {
+        return Err(refuse(431, "too many header fields"));
+    }
+    let header_bytes: usize = match raw_head {
+        Some(raw) => raw.len(),
+        None => headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum(),
+    };
+    if header_bytes > limits.max_header_bytes {
+        return Err(refuse(431, "request header fields too large"));
+    }
+    if let Some(raw) = raw_head {
+        check_raw_lines(raw)?;
+    }
+    let content_length = check_framing(headers)?;
+    if let Some(len) = content_length {
+        if len > limits.max_body {
+            return Err(refuse(413, "request body too large"));
+        }
+    }
+    Ok(content_length)
+}
+
+/// Refuses bare-LF line ends and obs-fold continuation lines in an HTTP/1 head.
+fn check_raw_lines(raw: &[u8]) -> Result<(), Refusal> {
+    let mut prev = 0u8;
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' {
+            if prev != b'\r' {
+                return Err(refuse(400, "bare LF in request head"));
+            }
+            if matches!(raw.get(i + 1), Some(b' ' | b'\t')) {
+                return Err(refuse(400, "obsolete line folding in header"));
+            }
+        }
+        prev = b;
+    }
+    Ok(())
+}
+
+/// Validates `Content-Length` / `Transfer-Encoding`; returns the declared length if any.
+fn check_framing(headers: &HeaderMap) -> Result<Option<u64>, Refusal> {
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
+    let has_te = match (te.next(), te.next()) {
+        (None, _) => false,
+        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"chunked") => true,
+        _ => return Err(refuse(400, "unsupported transfer-encoding")),
+    };
+    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
+    let length = match (cl.next(), cl.next()) {
+        (None, _) => None,
+        (Some(v), None) => Some(parse_length(v.as_bytes())?),
+        _ => return Err(refuse(400, "duplicate content-length")),
+    };
+    if has_te && length.is_some() {
+        return Err(refuse(400, "both content-length and transfer-encoding"));
+    }
+    Ok(length)
+}
+
+fn parse_length(v: &[u8]) -> Result<u64, Refusal> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(refuse(400, "invalid content-length"));
+    }
+    v.iter()
+        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        .ok_or(refuse(400, "invalid content-length"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn limits() -> Limits {
+        Limits {
+            max_header_count: 4,
+            max_header_bytes: 200,
+            max_uri_length: 20,
+            max_body: 100,
+            encoded_slash: crate::config::EncodedSlash::Reject,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn framing_cases() {
+        let cases: &[(&[(&str, &str)], Result<Option<u64>, u16>)] = &[
+            (&[], Ok(None)),
+            (&[("content-length", "10")], Ok(Some(10))),
+            (&[("transfer-encoding", "chunked")], Ok(None)),
+            (&[("transfer-encoding", "CHUNKED")], Ok(None)),
+            (&[("content-length", "10"), ("transfer-encoding", "chunked")], Err(400)),
+            (&[("content-length", "10"), ("content-length", "10")], Err(400)),
+            (&[("content-length", "10, 10")], Err(400)),
+            (&[("content-length", "-1")], Err(400)),
+            (&[("content-length", "+5")], Err(400)),
+            (&[("content-length", "99999999999999999999")], Err(400)),
+            (&[("transfer-encoding", "gzip, chunked")], Err(400)),
+            (&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")], Err(400)),
+            (&[("content-length", "101")], Err(413)),
+        ];
+        for (h, want) in cases {
+            let got = check_head(&limits(), 1, &headers(h), None).map_err(|r| r.status);
+            assert_eq!(&got, want, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn size_limits() {
+        let l = limits();
+        assert_eq!(check_head(&l, 21, &HeaderMap::new(), None).unwrap_err().status, 414);
+        let five = headers(&[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("e", "1")]);
+        assert_eq!(check_head(&l, 1, &five, None).unwrap_err().status, 431);
+        let big = Bytes::from(vec![b'a'; 201]);
+        assert_eq!(check_head(&l, 1, &HeaderMap::new(), Some(&big)).unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn raw_lines() {
+        let ok = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(check_raw_lines(&ok).is_ok());
+        let bare = Bytes::from_static(b"GET / HTTP/1.1\nHost: a\r\n\r\n");
+        assert_eq!(check_raw_lines(&bare).unwrap_err().reason, "bare LF in request head");
+        let fold = Bytes::from_static(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n");
+        assert_eq!(check_raw_lines(&fold).unwrap_err().status, 400);
+    }
+}

@@ -1,0 +1,356 @@
+//! The pingora `ProxyHttp` implementation: the phases of one request, in order.
+//!
+//! 1. `request_filter`: request id and trace context, protection ([`guard`]), IP access, path
+//!    normalisation, routing, rewrite, upstream choice, plugin request hooks.
+//! 2. `request_body_filter`: body size limit for streamed bodies.
+//! 3. `upstream_peer`: target selection ([`attempt`]), backoff before a retry, timeouts.
+//! 4. `upstream_request_filter`: rewrite, hop-by-hop stripping, forwarded headers, header
+//!    rules, `traceparent`, plugin upstream hooks.
+//! 5. `upstream_response_filter`: outcome reported to the pool; a retryable status turns into
+//!    a retry before anything is sent downstream.
+//! 6. `response_filter`: header rules, request id, plugin response hooks.
+//! 7. `logging`: metrics, access log, span end, plugin logging hooks.
+
+mod attempt;
+mod ctx;
+pub mod forward;
+pub mod guard;
+mod observe;
+mod respond;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType};
+
+pub use ctx::RequestCtx;
+
+use crate::config::IpAccess;
+use crate::plan::Plan;
+use crate::router::{normalize::normalize_path, RequestView};
+use crate::telemetry::{new_request_id, valid_incoming_request_id, TraceParent};
+use observe::Observer;
+
+/// The proxy of one listener. All listeners share the plan and the observer.
+pub struct MeridianProxy {
+    plan: Arc<ArcSwap<Plan>>,
+    observer: Arc<Observer>,
+    tls: bool,
+}
+
+impl MeridianProxy {
+    /// A proxy serving `plan` for a listener (`tls` tells `X-Forwarded-Proto`).
+    pub fn new(plan: Arc<ArcSwap<Plan>>, telemetry: Arc<crate::telemetry::Telemetry>, tls: bool) -> Self {
+        Self {
+            plan,
+            observer: Arc::new(Observer::new(telemetry)),
+            tls,
+        }
+    }
+
+    /// Refuses the request: records why and writes a short response. Returns `Ok(true)`
+    /// (the request is answered) for pingora.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        reason: &'static str,
+    ) -> pingora::Result<bool> {
+        ctx.own_status = Some(status);
+        ctx.reason = Some(reason);
+        respond::respond(session, status, reason, &ctx.request_id).await?;
+        Ok(true)
+    }
+}
+
+fn allowed(access: &IpAccess, ip: Option<std::net::IpAddr>) -> bool {
+    if access.allow.is_empty() && access.deny.is_empty() {
+        return true;
+    }
+    let Some(ip) = ip else { return false };
+    if access.deny.iter().any(|n| n.contains(&ip)) {
+        return false;
+    }
+    access.allow.is_empty() || access.allow.iter().any(|n| n.contains(&ip))
+}
+
+/// The host a request is addressed to: `Host` (HTTP/1) or the URI authority (HTTP/2), lower
+/// case, without port or trailing dot.
+fn request_host(req: &RequestHeader) -> String {
+    let raw = req
+        .uri
+        .host()
+        .map(str::to_string)
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(|h| strip_port(h).to_string())
+        })
+        .unwrap_or_default();
+    raw.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for MeridianProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        self.observer.request_started();
+        RequestCtx::new(self.plan.load_full())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+            Some(id) if valid_incoming_request_id(id) => id.to_string(),
+            _ => new_request_id(),
+        };
+        let parent = req
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(TraceParent::parse);
+        ctx.span = Some(self.observer.start_span(req, parent.as_ref(), ctx.start_wall));
+
+        let plan = ctx.plan.clone();
+        let limits = &plan.config.limits;
+        let raw = session.as_http1().map(|_| session.to_h1_raw());
+        let uri_len = session.req_header().raw_path().len();
+        if let Err(r) = guard::check_head(limits, uri_len, &session.req_header().headers, raw.as_ref()) {
+            return self.refuse(session, ctx, r.status, r.reason).await;
+        }
+        let ip = client_ip(session);
+        if !allowed(&plan.config.access, ip) {
+            return self.refuse(session, ctx, 403, "client address not allowed").await;
+        }
+
+        let req = session.req_header();
+        let raw_path = req.uri.path();
+        let path = match normalize_path(raw_path, limits.encoded_slash) {
+            Ok(p) => p,
+            Err(e) => return self.refuse(session, ctx, 400, e.reason()).await,
+        };
+        ctx.host = request_host(req);
+        let view = RequestView {
+            host: &ctx.host,
+            path: &path,
+            method: req.method.as_str(),
+            headers: &req.headers,
+            query: req.uri.query(),
+        };
+        let Some(matched) = plan.router.route(&view) else {
+            return self.refuse(session, ctx, 404, "no route").await;
+        };
+        let route_cfg = &plan.config.routes[matched.route];
+        ctx.route = Some(matched.route);
+        if !allowed(&route_cfg.access, ip) {
+            return self.refuse(session, ctx, 403, "client address not allowed").await;
+        }
+        if let Some(max) = route_cfg.max_body {
+            ctx.max_body = max;
+            let declared = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return self.refuse(session, ctx, 413, "request body too large").await;
+            }
+        }
+        let rewritten = route_cfg.rewrite.as_ref().map(|rw| {
+            let new_path = crate::router::rewrite::apply(rw, &matched, route_cfg, &path);
+            match req.uri.query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            }
+        });
+        let rewritten = match rewritten {
+            Some(p) => Some(p),
+            // A normalised path must be what the upstream sees, or a rule could be bypassed.
+            None if path.as_ref() != raw_path => Some(match req.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.into_owned(),
+            }),
+            None => None,
+        };
+        ctx.rewritten = rewritten;
+
+        let Some(route) = ctx.route_plan() else {
+            return self.refuse(session, ctx, 500, "route plan missing").await;
+        };
+        let Some((name, pool)) = route.pick(rand::random()) else {
+            return self.refuse(session, ctx, 503, "no upstream for route").await;
+        };
+        ctx.active = Some(pool.retry_budget().request_started());
+        ctx.upstream = Some((name, pool));
+        ctx.plugins.route = route.name.clone();
+        let chain = route.plugins.clone();
+        for p in chain.iter() {
+            if p.request_filter(session, &mut ctx.plugins).await? {
+                ctx.reason = Some("answered by plugin");
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > ctx.max_body {
+                ctx.reason = Some("request body too large");
+                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body too large"));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+        attempt::next_peer(session, ctx).await
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        attempt::connect_failed(session, ctx, e)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        attempt::proxy_failed(peer, session, ctx, e)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(p) = &ctx.rewritten {
+            let uri = p
+                .parse::<http::Uri>()
+                .map_err(|_| Error::explain(ErrorType::InternalError, "rewritten path is not a valid URI"))?;
+            upstream_request.set_uri(uri);
+        }
+        forward::strip_request_hop_by_hop(upstream_request);
+        forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(span) = &ctx.span {
+            upstream_request.insert_header("traceparent", span.traceparent_for_upstream())?;
+        }
+        let Some(route) = ctx.route_plan() else {
+            return Ok(());
+        };
+        route.request_headers.apply_request(upstream_request);
+        let chain = route.plugins.clone();
+        for p in chain.iter() {
+            p.upstream_request_filter(session, upstream_request, &mut ctx.plugins).await?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        attempt::response_received(session, upstream_response.status.as_u16(), ctx)?;
+        forward::strip_response_hop_by_hop(upstream_response);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let Some(route) = ctx.route_plan() else {
+            return Ok(());
+        };
+        route.response_headers.apply_response(upstream_response);
+        let chain = route.plugins.clone();
+        for p in chain.iter() {
+            p.response_filter(session, upstream_response, &mut ctx.plugins).await?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let (status, reason) = attempt::error_status(e, ctx);
+        ctx.own_status = Some(status);
+        ctx.reason.get_or_insert(reason);
+        let written = session.response_written().is_some();
+        if !written && status > 0 {
+            if let Err(err) = respond::respond(session, status, reason, &ctx.request_id).await {
+                log::debug!("could not write error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        attempt::finish(ctx, e);
+        if let Some(route) = ctx.route_plan() {
+            let chain = route.plugins.clone();
+            for p in chain.iter() {
+                p.logging(session, &mut ctx.plugins).await;
+            }
+        }
+        self.observer.request_done(session, ctx, e);
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Every request is already in the access log with its reason.
+        true
+    }
+}
+
+/// Retries never wait longer than this between attempts, whatever the config says.
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);

@@ -1,0 +1,22 @@
+//! Short error responses written by Meridian itself (never by an upstream).
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// Writes `status` with a one-line plain-text `reason` body. Protocol errors (400, 413, 414,
+/// 431) close the connection afterwards: the rest of the stream cannot be trusted.
+pub async fn respond(session: &mut Session, status: u16, reason: &str, request_id: &str) -> pingora::Result<()> {
+    let body = Bytes::from(format!("{reason}\n"));
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "text/plain; charset=utf-8")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    if !request_id.is_empty() {
+        resp.insert_header("x-request-id", request_id)?;
+    }
+    if matches!(status, 400 | 413 | 414 | 431) {
+        resp.insert_header("connection", "close")?;
+        session.set_keepalive(None);
+    }
+    session.write_error_response(resp, body).await
+}

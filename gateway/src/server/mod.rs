@@ -1,0 +1,58 @@
+//! Listeners: one pingora proxy service per configured listener (plain HTTP/1.1 with optional
+//! h2c, or TLS with ALPN h2/http1.1), plus the admin service.
+
+pub mod tls;
+
+use std::sync::Arc;
+
+use pingora::apps::HttpServerOptions;
+use pingora::apps::http_app::HttpServer;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::proxy::MeridianProxy;
+use crate::reload::GatewayState;
+
+/// Adds a proxy service for every listener and the admin service to `server`.
+pub fn add_services(server: &mut Server, config: &Config, state: &Arc<GatewayState>) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    for l in &config.listeners {
+        let proxy = MeridianProxy::new(state.plan.clone(), state.telemetry.clone(), l.tls.is_some());
+        let mut svc = http_proxy_service_with_name(&server.configuration, proxy, &format!("listener {}", l.name));
+        let addr = l.address.to_string();
+        match &l.tls {
+            None => {
+                if l.h2c {
+                    if let Some(app) = svc.app_logic_mut() {
+                        let mut opts = HttpServerOptions::default();
+                        opts.h2c = true;
+                        app.server_options = Some(opts);
+                    }
+                }
+                svc.add_tcp(&addr);
+            }
+            Some(t) => match tls::listener_settings(t) {
+                Ok(settings) => svc.add_tls_with_settings(&addr, None, settings),
+                Err(e) => {
+                    errors.push(format!("listener {}: {e}", l.name));
+                    continue;
+                }
+            },
+        }
+        svc.threads = Some(config.server.threads);
+        server.add_service(svc);
+    }
+    let token = config.admin.token.as_ref().map(|t| t.expose().to_string());
+    let mut admin = Service::new("admin".to_string(), HttpServer::new_app(AdminApp::new(state.clone(), token)));
+    admin.add_tcp(&config.admin.address.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,357 @@
+//! Test harness: real upstream servers (hyper) and a real `meridian` process, on 127.0.0.1
+//! ephemeral ports. Every wait is a bounded poll with a deadline.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Polls `f` every 20 ms until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// What a test upstream does; changeable while it runs.
+pub struct UpstreamState {
+    /// Name, echoed in the `x-upstream` header and the body.
+    pub name: String,
+    /// Status of ordinary responses.
+    pub status: AtomicU16,
+    /// Status of `/healthz`.
+    pub health_status: AtomicU16,
+    /// Delay before answering ordinary requests, in ms.
+    pub delay_ms: AtomicU64,
+    /// Ordinary requests received (not `/healthz`).
+    pub hits: AtomicUsize,
+    /// Health checks received.
+    pub health_hits: AtomicUsize,
+    /// The last request's method, URI and headers.
+    pub last: Mutex<Option<Seen>>,
+    /// When false the upstream closes connections at once.
+    pub up: AtomicBool,
+}
+
+/// A request as an upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Headers (lower-case names; values joined by ", ").
+    pub headers: BTreeMap<String, String>,
+    /// Body length.
+    pub body_len: usize,
+}
+
+/// A running test upstream.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its behaviour and counters.
+    pub state: Arc<UpstreamState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Starts an HTTP/1.1 + h2c upstream named `name` answering 200.
+    pub async fn start(name: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(UpstreamState {
+            name: name.to_string(),
+            status: AtomicU16::new(200),
+            health_status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+            hits: AtomicUsize::new(0),
+            health_hits: AtomicUsize::new(0),
+            last: Mutex::new(None),
+            up: AtomicBool::new(true),
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                if !st.up.load(Ordering::SeqCst) {
+                    drop(stream);
+                    continue;
+                }
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(st.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, state, task }
+    }
+
+    /// Ordinary requests received so far.
+    pub fn hits(&self) -> usize {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// Sets the status of ordinary responses.
+    pub fn set_status(&self, s: u16) {
+        self.state.status.store(s, Ordering::SeqCst);
+    }
+
+    /// Sets the status of `/healthz`.
+    pub fn set_health(&self, s: u16) {
+        self.state.health_status.store(s, Ordering::SeqCst);
+    }
+
+    /// Sets the answer delay.
+    pub fn set_delay(&self, d: Duration) {
+        self.state.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The last request seen.
+    pub fn last(&self) -> Option<Seen> {
+        self.state.last.lock().expect("lock").clone()
+    }
+}
+
+async fn handle(st: Arc<UpstreamState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/healthz" {
+        st.health_hits.fetch_add(1, Ordering::SeqCst);
+        let s = st.health_status.load(Ordering::SeqCst);
+        return Ok(Response::builder().status(s).body(Full::new(Bytes::from("health\n"))).expect("resp"));
+    }
+    let method = req.method().to_string();
+    let uri = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let mut headers = BTreeMap::new();
+    for (k, v) in req.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+        headers
+            .entry(k.as_str().to_string())
+            .and_modify(|e: &mut String| {
+                e.push_str(", ");
+                e.push_str(&v)
+            })
+            .or_insert(v);
+    }
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    st.hits.fetch_add(1, Ordering::SeqCst);
+    *st.last.lock().expect("lock") = Some(Seen {
+        method: method.clone(),
+        uri: uri.clone(),
+        headers,
+        body_len: body.len(),
+    });
+    let delay = st.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let status = st.status.load(Ordering::SeqCst);
+    let body = format!("{{\"upstream\":\"{}\",\"method\":\"{method}\",\"uri\":\"{uri}\"}}", st.name);
+    Ok(Response::builder()
+        .status(status)
+        .header("x-upstream", st.name.as_str())
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("resp"))
+}
+
+/// A running `meridian run` process with its config in a temp dir.
+pub struct Meridian {
+    child: Child,
+    /// The temp dir holding the config (and anything else the test puts there).
+    pub dir: tempfile::TempDir,
+    /// Config path.
+    pub config: PathBuf,
+    /// The admin base URL.
+    pub admin: String,
+    /// Captured stdout (access log) path.
+    pub stdout: PathBuf,
+    /// Captured stderr path.
+    pub stderr: PathBuf,
+}
+
+impl Drop for Meridian {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Path of the built binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_meridian")
+}
+
+impl Meridian {
+    /// Writes `yaml` (with `{admin}` replaced by a free admin address) and starts Meridian;
+    /// waits (≤ 30 s) until `/readyz` answers 200.
+    pub fn start(yaml: &str) -> Meridian {
+        Self::try_start(yaml).expect("meridian became ready")
+    }
+
+    /// Like [`Meridian::start`] but returns the stderr text when it does not become ready.
+    pub fn try_start(yaml: &str) -> Result<Meridian, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin_port = free_port();
+        let yaml = yaml
+            .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
+            .replace("{dir}", &dir.path().display().to_string());
+        let yaml = if yaml.contains("upgrade_sock") {
+            yaml
+        } else {
+            format!(
+                "server: {{ upgrade_sock: {d}/upgrade.sock, pid_file: {d}/meridian.pid }}\n{yaml}",
+                d = dir.path().display()
+            )
+        };
+        let config = dir.path().join("meridian.yaml");
+        std::fs::write(&config, &yaml).expect("write config");
+        let stdout = dir.path().join("stdout.log");
+        let stderr = dir.path().join("stderr.log");
+        let child = Command::new(binary())
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::from(std::fs::File::create(&stdout).expect("stdout file")))
+            .stderr(Stdio::from(std::fs::File::create(&stderr).expect("stderr file")))
+            .spawn()
+            .expect("spawn meridian");
+        let mut m = Meridian {
+            child,
+            dir,
+            config,
+            admin: format!("http://127.0.0.1:{admin_port}"),
+            stdout,
+            stderr,
+        };
+        let ready = wait_until(Duration::from_secs(30), || {
+            if let Ok(Some(_)) = m.child.try_wait() {
+                return true;
+            }
+            raw_get(&format!("127.0.0.1:{admin_port}"), "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+        });
+        if !ready || m.child.try_wait().ok().flatten().is_some() {
+            let err = std::fs::read_to_string(&m.stderr).unwrap_or_default();
+            return Err(format!("meridian did not become ready:\n{err}"));
+        }
+        Ok(m)
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Rewrites the config file in place.
+    pub fn write_config(&self, yaml: &str) {
+        let admin = self.admin.trim_start_matches("http://");
+        let d = self.dir.path().display();
+        let yaml = yaml.replace("{admin}", admin).replace("{dir}", &d.to_string());
+        let yaml = format!("server: {{ upgrade_sock: {d}/upgrade.sock, pid_file: {d}/meridian.pid }}\n{yaml}");
+        let tmp = self.dir.path().join("meridian.yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write");
+        std::fs::rename(&tmp, &self.config).expect("rename");
+    }
+
+    /// Access-log lines written so far, parsed.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("access log line is JSON"))
+            .collect()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Sends raw bytes over TCP and returns what came back before the server closed or 3 s passed.
+pub fn raw(addr: &str, request: &[u8]) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+        if out.len() > 1 << 20 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// A one-shot `GET path` with `Connection: close`.
+pub fn raw_get(addr: &str, path: &str) -> Option<String> {
+    let r = raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    (!r.is_empty()).then_some(r)
+}
+
+/// The status code of a raw HTTP/1.1 response text (0 when none).
+pub fn status_of(resp: &str) -> u16 {
+    resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// A reqwest client without connection reuse surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Directory of test fixtures written at run time.
+pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write fixture");
+    p
+}

@@ -1,0 +1,142 @@
+//! Active health checks and passive outlier ejection.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+async fn upstreams_json(admin: &str) -> serde_json::Value {
+    client()
+        .get(format!("{admin}/admin/upstreams"))
+        .send()
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn active_check_ejects_and_recovers() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let port = free_port();
+    let m = Meridian::start(&format!(
+        r#"
+listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
+admin: {{ address: "{{admin}}" }}
+telemetry: {{ access_log: off }}
+upstreams:
+  pool:
+    targets: ["{a}", "{b}"]
+    health: {{ http: /healthz, interval: 100ms, timeout: 500ms, unhealthy_after: 2, healthy_after: 2 }}
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
+"#,
+        a = a.addr,
+        b = b.addr
+    ));
+    b.set_health(500);
+    assert!(wait_until(Duration::from_secs(5), || b.state.health_hits.load(std::sync::atomic::Ordering::SeqCst) >= 3));
+    let mut unhealthy = false;
+    for _ in 0..100 {
+        let v = upstreams_json(&m.admin).await;
+        let targets = v["upstreams"]["pool"]["targets"].as_array().cloned().unwrap_or_default();
+        if targets.iter().any(|t| t["healthy"] == false) {
+            unhealthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(unhealthy, "target b never became unhealthy");
+    let c = client();
+    let before = b.hits();
+    for _ in 0..20 {
+        assert_eq!(c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status(), 200);
+    }
+    assert_eq!(b.hits(), before, "an unhealthy target got traffic");
+    b.set_health(200);
+    let mut recovered = false;
+    for _ in 0..100 {
+        for _ in 0..4 {
+            c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req");
+        }
+        if b.hits() > before {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "target b never came back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tcp_check_marks_a_closed_port_down() {
+    let a = Upstream::start("a").await;
+    let dead = free_port();
+    let port = free_port();
+    let m = Meridian::start(&format!(
+        r#"
+listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
+admin: {{ address: "{{admin}}" }}
+telemetry: {{ access_log: off }}
+upstreams:
+  pool:
+    targets: ["{a}", "127.0.0.1:{dead}"]
+    health: {{ tcp: true, interval: 100ms, timeout: 300ms, unhealthy_after: 1, healthy_after: 1 }}
+    retries: {{ attempts: 0 }}
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
+"#,
+        a = a.addr
+    ));
+    let mut down = false;
+    for _ in 0..100 {
+        let v = upstreams_json(&m.admin).await;
+        let targets = v["upstreams"]["pool"]["targets"].as_array().cloned().unwrap_or_default();
+        if targets.iter().filter(|t| t["healthy"] == false).count() == 1 {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(down, "closed port never marked down");
+    let c = client();
+    for _ in 0..10 {
+        assert_eq!(c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outlier_ejection_after_consecutive_5xx() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    b.set_status(500);
+    let port = free_port();
+    let m = Meridian::start(&format!(
+        r#"
+listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
+admin: {{ address: "{{admin}}" }}
+telemetry: {{ access_log: off }}
+upstreams:
+  pool:
+    targets: ["{a}", "{b}"]
+    outlier: {{ consecutive_5xx: 3, base_ejection: 30s, max_ejection_percent: 50 }}
+    retries: {{ attempts: 0 }}
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
+"#,
+        a = a.addr,
+        b = b.addr
+    ));
+    let c = client();
+    let mut fails = 0;
+    for _ in 0..40 {
+        let s = c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status();
+        if s == 500 {
+            fails += 1;
+        }
+    }
+    assert_eq!(b.hits(), 3, "b should be ejected after 3 consecutive 5xx");
+    assert_eq!(fails, 3);
+    let v = upstreams_json(&m.admin).await;
+    let targets = v["upstreams"]["pool"]["targets"].as_array().cloned().unwrap_or_default();
+    assert!(targets.iter().any(|t| t["ejections"] == 1), "{v}");
+}

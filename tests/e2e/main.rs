@@ -1,0 +1,16 @@
+//! End-to-end tests: a real `meridian` process between real HTTP clients and real upstream
+//! servers, all on 127.0.0.1.
+
+mod harness;
+
+mod admin;
+mod embedded;
+mod balancing;
+mod health;
+mod protection;
+mod reload;
+mod retries;
+mod routing;
+mod telemetry;
+mod timeouts;
+mod tls;

@@ -1,0 +1,111 @@
+//! Protection cases as data: a raw request over TCP → the status Meridian answers, and
+//! whether the upstream saw it.
+
+use crate::harness::*;
+
+struct Case {
+    name: &'static str,
+    request: Vec<u8>,
+    status: u16,
+}
+
+fn case(name: &'static str, request: impl Into<Vec<u8>>, status: u16) -> Case {
+    Case { name, request: request.into(), status }
+}
+
+fn many_headers(n: usize) -> Vec<u8> {
+    let mut r = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..n {
+        r.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    r.push_str("Connection: close\r\n\r\n");
+    r.into_bytes()
+}
+
+fn cases() -> Vec<Case> {
+    let big_header = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "a".repeat(70 * 1024));
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", "a".repeat(9000));
+    vec![
+        case("plain GET passes", "GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 200),
+        case("99 headers pass", many_headers(97), 200),
+        case("101 headers → 431", many_headers(100), 431),
+        case("a 70 KiB header → 431", big_header, 431),
+        case("a 9000-byte URI → 414", long_uri, 414),
+        case(
+            "declared body over the limit → 413",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n",
+            413,
+        ),
+        case(
+            "chunked body over the limit → 413",
+            format!("POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n7d0\r\n{}\r\n0\r\n\r\n", "b".repeat(2000)),
+            413,
+        ),
+        case(
+            "CL + TE → 400",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        case(
+            "duplicate Content-Length → 400",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd",
+            400,
+        ),
+        case(
+            "comma-joined Content-Length → 400",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4, 4\r\n\r\nabcd",
+            400,
+        ),
+        case(
+            "invalid chunk size → 400",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        case(
+            "TE other than chunked → 400",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        case("obs-fold → 400", "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\nConnection: close\r\n\r\n", 400),
+        case("bare LF → 400", "GET / HTTP/1.1\nHost: t\nConnection: close\n\n", 400),
+        case("space in header name → 400", "GET / HTTP/1.1\r\nHost: t\r\nX A: b\r\n\r\n", 400),
+        case("garbage request line → 400", "HELLO\r\n\r\n", 400),
+        case("NUL in path → 400", "GET /a%00b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 400),
+        case("bad percent escape → 400", "GET /a%zz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 400),
+        case("denied client CIDR → 403", "GET /private HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 403),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protection_table() {
+    let up = Upstream::start("up").await;
+    let port = free_port();
+    let _m = Meridian::start(&format!(
+        r#"
+listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
+admin: {{ address: "{{admin}}" }}
+telemetry: {{ access_log: off }}
+limits: {{ max_body: 1KiB }}
+upstreams:
+  up: {{ targets: ["{up}"] }}
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: up }}
+  - {{ name: private, match: {{ path_prefix: /private }}, upstream: up, access: {{ allow: [10.0.0.0/8] }} }}
+"#,
+        up = up.addr
+    ));
+    let addr = format!("127.0.0.1:{port}");
+    let mut failures = Vec::new();
+    for c in cases() {
+        let before = up.hits();
+        let resp = raw(&addr, &c.request);
+        let got = status_of(&resp);
+        let reached = up.hits() > before;
+        if got != c.status {
+            failures.push(format!("{}: want {}, got {got}: {:.120}", c.name, c.status, resp));
+        } else if c.status >= 400 && reached && c.status != 413 {
+            failures.push(format!("{}: refused but the upstream saw it", c.name));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
