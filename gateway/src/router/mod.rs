@@ -51,4 +51,4 @@ pub use normalize::{normalize_path, PathError};
 pub use table::{Matched, RequestView, Router};
 
 #[cfg(test)]
-mod table_tests;
+pub(crate) mod table_tests;

@@ -91,3 +91,100 @@ fn join(head: &str, tail: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderMap;
+
+    use super::*;
+    use crate::router::table_tests::route;
+    use crate::router::{RequestView, Router};
+
+    /// (path predicate, rewrite, request path, rewritten path)
+    fn cases() -> Vec<(PathMatch, Rewrite, &'static str, &'static str)> {
+        let t = |s: &str| PathMatch::Template(s.to_owned());
+        let p = |s: &str| PathMatch::Prefix(s.to_owned());
+        let to = |s: &str| Rewrite::Path(s.to_owned());
+        let strip = |s: &str| Rewrite::StripPrefix(s.to_owned());
+        vec![
+            (
+                t("/v1/urls/{code}"),
+                to("/urls/{code}"),
+                "/v1/urls/abc",
+                "/urls/abc",
+            ),
+            (
+                t("/static/{*rest}"),
+                to("/assets/{rest}"),
+                "/static/a/b.css",
+                "/assets/a/b.css",
+            ),
+            (
+                t("/static/{*rest}"),
+                to("/assets/{*rest}"),
+                "/static",
+                "/assets/",
+            ),
+            (
+                t("/{t}/x/{id}"),
+                to("/x/{id}/{t}"),
+                "/acme/x/9",
+                "/x/9/acme",
+            ),
+            (t("/{a}/{b}"), to("/{b}/{a}"), "/one/two", "/two/one"),
+            (
+                PathMatch::Regex(r"/u/(?P<id>\d+)".to_owned()),
+                to("/users/{id}"),
+                "/u/42",
+                "/users/42",
+            ),
+            (p("/api"), strip("/"), "/api/v1/x", "/v1/x"),
+            (p("/api/"), strip(""), "/api/v1", "/v1"),
+            (p("/api"), strip(""), "/api", "/"),
+            (p("/api"), strip("/internal"), "/api/x", "/internal/x"),
+            (p("/api"), strip("/internal/"), "/api/x", "/internal/x"),
+            (p("/api"), strip("/internal"), "/api", "/internal"),
+            (p("/api"), strip("internal"), "/api/", "/internal/"),
+            (p("/"), strip("/base"), "/x/y", "/base/x/y"),
+        ]
+    }
+
+    #[test]
+    fn rewrites() {
+        let headers = HeaderMap::new();
+        for (path, rewrite, request, want) in cases() {
+            let mut r = route("r", &[], path);
+            r.rewrite = Some(rewrite.clone());
+            let router = Router::new(std::slice::from_ref(&r)).expect("route compiles");
+            let req = RequestView {
+                host: "h",
+                path: request,
+                method: "GET",
+                headers: &headers,
+                query: None,
+            };
+            let matched = router.route(&req).expect("request matches");
+            assert_eq!(
+                apply(&rewrite, &matched, &r, request),
+                want,
+                "{rewrite:?} on {request}"
+            );
+        }
+    }
+
+    #[test]
+    fn template_pieces() {
+        let got: Vec<_> = pieces("/a/{x}/{*rest}.json").collect();
+        assert_eq!(
+            got,
+            [
+                Ok(Piece::Literal("/a/")),
+                Ok(Piece::Capture("x")),
+                Ok(Piece::Literal("/")),
+                Ok(Piece::Capture("rest")),
+                Ok(Piece::Literal(".json")),
+            ]
+        );
+        assert!(pieces("/a/{x").any(|p| p.is_err()));
+    }
+}
