@@ -165,6 +165,10 @@ impl PathMatcher {
                 named: false,
             } => regex.is_match(path),
             Self::Regex { regex, named: true } => {
+                // `is_match` first: it does not allocate, `captures` does.
+                if !regex.is_match(path) {
+                    return false;
+                }
                 let Some(found) = regex.captures(path) else {
                     return false;
                 };
