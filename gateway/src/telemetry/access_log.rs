@@ -288,7 +288,7 @@ fn ser_rfc3339_millis<S: Serializer>(time: &SystemTime, s: S) -> Result<S::Ok, S
 }
 
 /// Formats a time as RFC 3339 UTC with milliseconds.
-pub(crate) fn rfc3339_millis(time: SystemTime) -> String {
+fn rfc3339_millis(time: SystemTime) -> String {
     const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );

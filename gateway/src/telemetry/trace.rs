@@ -562,12 +562,19 @@ mod tests {
     #[test]
     fn samples_new_traces_by_ratio() {
         let (collector, rx) = Collector::start();
-        let tracer = Tracer::new(Some(&collector.otlp(1.0))).expect("tracer");
-        let root = tracer.start_server_span("GET /", None, SystemTime::now(), &request());
-        assert!(root.sampled());
-        assert!(root.traceparent_for_upstream().ends_with("-01"));
-        let trace_id = root.trace_id();
-        root.end(200, &ResponseAttrs::default());
+        // Built and used inside an async runtime, as the proxy does.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let (tracer, trace_id) = runtime.block_on(async {
+            let tracer = Tracer::new(Some(&collector.otlp(1.0))).expect("tracer");
+            let root = tracer.start_server_span("GET /", None, SystemTime::now(), &request());
+            assert!(root.sampled());
+            assert!(root.traceparent_for_upstream().ends_with("-01"));
+            let trace_id = root.trace_id();
+            root.end(200, &ResponseAttrs::default());
+            (tracer, trace_id)
+        });
         tracer.shutdown().expect("shutdown");
         tracer.shutdown().expect("a second shutdown is harmless");
 

@@ -3,8 +3,6 @@
 //! Only `traceparent` is modelled; `tracestate` is opaque vendor data that the proxy passes
 //! through unchanged.
 
-use std::fmt::Write as _;
-
 /// Length of a version `00` header: `vv-<32 hex>-<16 hex>-ff`.
 const V00_LEN: usize = 55;
 
@@ -79,9 +77,10 @@ impl TraceParent {
 
 /// Appends `bytes` as lower-case hex.
 pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
 }
 
