@@ -280,10 +280,16 @@ impl RouteMetrics {
     /// `upstream` must be a pool name from config, which keeps the series bounded.
     pub fn record(&self, upstream: Option<&str>, status: u16, elapsed: Duration) {
         let class = status_class(status);
-        let counters = self.inner.by_upstream.load();
-        match counters.iter().find(|c| c.upstream.as_deref() == upstream) {
-            Some(found) => found.by_class[class].inc(),
-            None => self.first_request_to(upstream)[class].inc(),
+        let counted = self
+            .inner
+            .by_upstream
+            .load()
+            .iter()
+            .find(|c| c.upstream.as_deref() == upstream)
+            .map(|c| c.by_class[class].inc())
+            .is_some();
+        if !counted {
+            self.first_request_to(upstream)[class].inc();
         }
         self.inner.duration.observe(elapsed.as_secs_f64());
     }
