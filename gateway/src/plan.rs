@@ -106,7 +106,13 @@ impl Plan {
                             )),
                         }
                     }
-                    RouteTargets::Split(WeightedSplit::new(parts), pools)
+                    match WeightedSplit::new(parts) {
+                        Some(split) => RouteTargets::Split(split, pools),
+                        None => {
+                            errors.push(format!("{source}: route {}: a split needs a positive total weight", r.name));
+                            continue;
+                        }
+                    }
                 }
             };
             let mut chain: Vec<Arc<dyn Plugin>> = Vec::with_capacity(r.plugins.len());
