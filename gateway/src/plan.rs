@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use plugins::{Plugin, Registry};
 
-use crate::config::{Config, RouteUpstream};
+use crate::config::{Config, RouteUpstream, Upstream};
 use crate::proxy::forward::CompiledHeaderRules;
 use crate::router::split::WeightedSplit;
 use crate::router::Router;
-use crate::telemetry::{Metrics, RouteMetrics};
+use crate::telemetry::{Metrics, RouteMetrics, UpstreamMetrics};
 use crate::upstream::{UpstreamPool, UpstreamRegistry};
 
 /// An immutable, compiled configuration.
@@ -27,12 +27,24 @@ pub struct Plan {
     pub upstreams: UpstreamRegistry,
 }
 
+/// An upstream as a request needs it: the pool, its config and its metric handles.
+pub struct UpstreamPlan {
+    /// The upstream's name.
+    pub name: Arc<str>,
+    /// Its pool (shared across reloads while its config is unchanged).
+    pub pool: Arc<UpstreamPool>,
+    /// Its config.
+    pub config: Upstream,
+    /// Pre-resolved metric handles.
+    pub metrics: UpstreamMetrics,
+}
+
 /// Where a route sends its requests.
 pub enum RouteTargets {
-    /// One pool.
-    Single(Arc<str>, Arc<UpstreamPool>),
-    /// A weighted split over pools.
-    Split(WeightedSplit, HashMap<String, (Arc<str>, Arc<UpstreamPool>)>),
+    /// One upstream.
+    Single(Arc<UpstreamPlan>),
+    /// A weighted split over upstreams.
+    Split(WeightedSplit, HashMap<String, Arc<UpstreamPlan>>),
 }
 
 /// A compiled route.
@@ -53,10 +65,10 @@ pub struct RoutePlan {
 
 impl RoutePlan {
     /// Picks the upstream for one request (`r` is a random number for splits).
-    pub fn pick(&self, r: u64) -> Option<(Arc<str>, Arc<UpstreamPool>)> {
+    pub fn pick(&self, r: u64) -> Option<&Arc<UpstreamPlan>> {
         match &self.targets {
-            RouteTargets::Single(n, p) => Some((n.clone(), p.clone())),
-            RouteTargets::Split(split, pools) => pools.get(split.pick(r)).cloned(),
+            RouteTargets::Single(u) => Some(u),
+            RouteTargets::Split(split, pools) => pools.get(split.pick(r)),
         }
     }
 }
@@ -80,14 +92,29 @@ impl Plan {
         });
         let upstreams =
             UpstreamRegistry::build(&config.upstreams, previous.map(|p| &p.upstreams), rt);
-        let pool = |name: &str| -> Option<(Arc<str>, Arc<UpstreamPool>)> {
-            upstreams.get(name).map(|p| (Arc::from(name), p.clone()))
-        };
+        let metrics = Metrics::global();
+        let upstream_plans: HashMap<String, Arc<UpstreamPlan>> = config
+            .upstreams
+            .iter()
+            .filter_map(|(name, cfg)| {
+                let pool = upstreams.get(name)?.clone();
+                Some((
+                    name.clone(),
+                    Arc::new(UpstreamPlan {
+                        name: Arc::from(name.as_str()),
+                        pool,
+                        config: cfg.clone(),
+                        metrics: metrics.upstream_handles(name),
+                    }),
+                ))
+            })
+            .collect();
+        let pool = |name: &str| upstream_plans.get(name).cloned();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let targets = match &r.upstream {
                 RouteUpstream::Single(n) => match pool(n) {
-                    Some((n, p)) => RouteTargets::Single(n, p),
+                    Some(u) => RouteTargets::Single(u),
                     None => {
                         errors.push(format!("{source}: route {}: unknown upstream \"{n}\"", r.name));
                         continue;
@@ -140,7 +167,7 @@ impl Plan {
                 request_headers,
                 response_headers,
                 plugins: chain.into(),
-                metrics: Metrics::global().route(&r.name),
+                metrics: metrics.route_handles(&r.name),
             });
         }
         let router = match router {

@@ -7,9 +7,9 @@ use std::time::{Instant, SystemTime};
 use plugins::PluginCtx;
 use smallvec::SmallVec;
 
-use crate::plan::Plan;
+use crate::plan::{Plan, UpstreamPlan};
 use crate::telemetry::ProxySpan;
-use crate::upstream::{ActiveGuard, InflightGuard, RetryGuard, UpstreamPool};
+use crate::upstream::{ActiveGuard, InflightGuard, RetryGuard};
 
 /// State of one request. The plan snapshot taken at the start is used until the end, so a
 /// reload never changes a request half-way.
@@ -30,8 +30,8 @@ pub struct RequestCtx {
     pub rewritten: Option<String>,
     /// Host the request was addressed to (lower case, no port).
     pub host: String,
-    /// Chosen upstream pool and its name.
-    pub upstream: Option<(Arc<str>, Arc<UpstreamPool>)>,
+    /// The chosen upstream.
+    pub upstream: Option<Arc<UpstreamPlan>>,
     /// Targets tried so far (indices in the pool).
     pub tried: SmallVec<[usize; 4]>,
     /// Current attempt's target.
@@ -62,11 +62,13 @@ pub struct RequestCtx {
     pub max_body: u64,
     /// State for the plugin chain.
     pub plugins: PluginCtx,
+    /// Counts this request in the active-requests gauge while it lives.
+    pub _active_gauge: crate::telemetry::ActiveGuard,
 }
 
 impl RequestCtx {
     /// A fresh context on `plan`.
-    pub fn new(plan: Arc<Plan>) -> Self {
+    pub fn new(plan: Arc<Plan>, active_gauge: crate::telemetry::ActiveGuard) -> Self {
         let max_body = plan.config.limits.max_body;
         Self {
             plan,
@@ -93,6 +95,7 @@ impl RequestCtx {
             body_bytes: 0,
             max_body,
             plugins: PluginCtx::default(),
+            _active_gauge: active_gauge,
         }
     }
 

@@ -8,14 +8,17 @@
 //! - [`traceparent`]: the W3C `traceparent` header, parsed strictly.
 //! - [`trace`]: a server span per request; ids are always produced and propagated, and
 //!   sampled spans are exported by OTLP/HTTP when configured.
+//! - [`Telemetry`]: the tracer and current access logger of a running gateway.
 //! - [`request_id`]: `X-Request-Id` generation and validation of a client's value.
 
 pub mod access_log;
+mod hub;
 pub mod metrics;
 pub mod request_id;
 pub mod trace;
 pub mod traceparent;
 
+pub use hub::Telemetry;
 pub use access_log::{protocol_name, AccessLogRecord, AccessLogger};
 pub use metrics::{ActiveGuard, Metrics, RouteMetrics, UpstreamMetrics};
 pub use request_id::{new_request_id, valid_incoming};
