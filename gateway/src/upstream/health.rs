@@ -201,6 +201,65 @@ mod tests {
         assert_eq!(parse_status_line(b""), None);
     }
 
+    /// Serves one connection: returns the request head it read after writing `answer`.
+    async fn one_shot(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "request ended early");
+                head.extend_from_slice(&buf[..n]);
+            }
+            stream.write_all(answer).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (addr, served)
+    }
+
+    fn http(host: Option<&str>) -> HealthKind {
+        HealthKind::Http {
+            path: "/ready".to_owned(),
+            host: host.map(str::to_owned),
+            expect: (200, 299),
+        }
+    }
+
+    #[tokio::test]
+    async fn http_probe_sends_the_configured_host_and_checks_the_status() {
+        let timeout = Duration::from_secs(2);
+        let (addr, served) = one_shot(b"HTTP/1.1 503 Busy\r\n\r\n").await;
+        let result = probe(addr, &http(Some("api.internal")), "ignored:1", timeout).await;
+        assert!(matches!(result, Err(ProbeError::Status(503))), "{result:?}");
+        let head = served.await.unwrap();
+        assert!(
+            head.starts_with("GET /ready HTTP/1.1\r\nHost: api.internal\r\n"),
+            "{head}"
+        );
+
+        let (addr, served) = one_shot(b"HTTP/1.1 200 OK\r\n\r\n").await;
+        let result = probe(addr, &http(None), "svc.local:8080", timeout).await;
+        assert!(result.is_ok(), "{result:?}");
+        assert!(served
+            .await
+            .unwrap()
+            .contains("\r\nHost: svc.local:8080\r\n"));
+    }
+
+    #[tokio::test]
+    async fn http_probe_reads_a_bounded_amount() {
+        static NOISE: [u8; 4 * MAX_STATUS_LINE] = [b'x'; 4 * MAX_STATUS_LINE];
+        let (addr, _served) = one_shot(&NOISE).await;
+        let result = probe(addr, &http(None), "a:1", Duration::from_secs(2)).await;
+        assert!(
+            matches!(result, Err(ProbeError::BadStatusLine)),
+            "{result:?}"
+        );
+    }
+
     #[test]
     fn requests_refuse_unsendable_values() {
         let request = http_request("/healthz", "api:80").unwrap();

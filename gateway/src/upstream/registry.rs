@@ -31,15 +31,12 @@ impl UpstreamRegistry {
         let pools = cfg
             .iter()
             .map(|(name, upstream)| {
-                let reused = previous
+                let pool = previous
                     .and_then(|registry| registry.pools.get(name))
                     .filter(|pool| pool.config() == upstream)
-                    .map(Arc::clone);
-                let pool = reused.unwrap_or_else(|| {
-                    let pool = Arc::new(UpstreamPool::new(name, upstream));
-                    pool.start_background(rt);
-                    pool
-                });
+                    .map_or_else(|| Arc::new(UpstreamPool::new(name, upstream)), Arc::clone);
+                // Starts the tasks of new pools; a no-op for reused ones.
+                pool.start_background(rt);
                 (name.clone(), pool)
             })
             .collect();

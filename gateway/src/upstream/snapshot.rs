@@ -51,14 +51,13 @@ impl TargetSnapshot {
     /// The view of `endpoint` at `now_ns`.
     pub(crate) fn of(endpoint: &Endpoint, now_ns: u64) -> Self {
         let state = &endpoint.state;
+        let until = state.ejected_until_ns();
         TargetSnapshot {
             address: endpoint.addr,
             authority: endpoint.authority.to_string(),
             weight: endpoint.weight,
             healthy: state.is_healthy(),
-            ejected_for_ms: state
-                .is_ejected(now_ns)
-                .then(|| (state.ejected_until_ns() - now_ns).div_ceil(1_000_000)),
+            ejected_for_ms: (until > now_ns).then(|| (until - now_ns).div_ceil(1_000_000)),
             ejections: state.ejections.load(Ordering::Relaxed),
             in_flight: state.in_flight(),
             ewma_ms: state.latency.get_ns().map(|ns| ns as f64 / 1e6),

@@ -107,12 +107,13 @@ async fn within<F: Future>(within: Duration, fut: F) -> Option<F::Output> {
     tokio::time::timeout(within, fut).await.ok()
 }
 
-/// A tiny HTTP server answering every request with the current `status` and counting
-/// requests; `Host` headers seen are checked against `expect_host` when set.
+/// A tiny HTTP server answering every request with the current `status`, counting requests
+/// and requests that are not the expected health check (those get a 400).
 struct StatusServer {
     addr: SocketAddr,
     status: Arc<AtomicU16>,
     requests: Arc<AtomicUsize>,
+    malformed: Arc<AtomicUsize>,
 }
 
 impl StatusServer {
@@ -121,10 +122,15 @@ impl StatusServer {
         let addr = listener.local_addr().unwrap();
         let status = Arc::new(AtomicU16::new(200));
         let requests = Arc::new(AtomicUsize::new(0));
-        let (s, r) = (Arc::clone(&status), Arc::clone(&requests));
+        let malformed = Arc::new(AtomicUsize::new(0));
+        let (s, r, m) = (
+            Arc::clone(&status),
+            Arc::clone(&requests),
+            Arc::clone(&malformed),
+        );
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                let (s, r) = (Arc::clone(&s), Arc::clone(&r));
+                let (s, r, m) = (Arc::clone(&s), Arc::clone(&r), Arc::clone(&m));
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     let mut filled = 0;
@@ -135,14 +141,17 @@ impl StatusServer {
                             Ok(n) => filled += n,
                         }
                     }
-                    let head = String::from_utf8_lossy(&buf[..filled]).to_string();
-                    assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
-                    assert!(
-                        head.to_ascii_lowercase().contains("\r\nhost: 127.0.0.1:"),
-                        "{head}"
-                    );
+                    let head = String::from_utf8_lossy(&buf[..filled]).to_ascii_lowercase();
+                    let expected = head.starts_with("get /healthz http/1.1\r\n")
+                        && head.contains("\r\nhost: 127.0.0.1:")
+                        && head.contains("\r\nconnection: close\r\n");
                     r.fetch_add(1, Ordering::SeqCst);
-                    let status = s.load(Ordering::SeqCst);
+                    let status = if expected {
+                        s.load(Ordering::SeqCst)
+                    } else {
+                        m.fetch_add(1, Ordering::SeqCst);
+                        400
+                    };
                     let answer = format!(
                         "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     );
@@ -154,6 +163,7 @@ impl StatusServer {
             addr,
             status,
             requests,
+            malformed,
         }
     }
 }
@@ -382,6 +392,7 @@ async fn http_check_marks_unhealthy_and_recovers() {
     let recovering_at = server.requests.load(Ordering::SeqCst);
     assert!(eventually(Duration::from_secs(5), || healthy(&pool, 0)).await);
     assert!(server.requests.load(Ordering::SeqCst) >= recovering_at + 2);
+    assert_eq!(server.malformed.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

@@ -74,7 +74,8 @@ impl Ketama {
         let Some(hash) = key.hash else {
             return self.fallback.pick(endpoints.len(), usable);
         };
-        let mut seen = vec![false; endpoints.len()];
+        // Endpoints found unusable so far; allocated only once the first choice is unusable.
+        let mut seen: Vec<bool> = Vec::new();
         let mut unseen = endpoints.len();
         for addr in self.ring.node_iter(&hash.to_le_bytes()).take(self.points) {
             let Some(&i) = self.index_of.get(addr) else {
@@ -83,8 +84,11 @@ impl Ketama {
             if usable(i) {
                 return Some(i);
             }
-            if !seen[i] {
-                seen[i] = true;
+            if seen.is_empty() {
+                seen.resize(endpoints.len(), false);
+            }
+            if let Some(flag) = seen.get_mut(i).filter(|flag| !**flag) {
+                *flag = true;
                 unseen -= 1;
                 if unseen == 0 {
                     return None;
