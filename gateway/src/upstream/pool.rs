@@ -68,7 +68,11 @@ pub struct Pick {
 
 impl UpstreamPool {
     /// A pool for upstream `name` as configured. IP-literal targets are usable at once; DNS
-    /// names are resolved by the task [`UpstreamPool::start_background`] starts.
+    /// names are resolved by the task [`UpstreamPool::start_background`] starts (see
+    /// [`UpstreamPool::is_resolved`]). A name resolving to several addresses becomes several
+    /// targets, each with the name's configured weight (as in nginx); an address listed more
+    /// than once becomes one target with the summed weight; weight 0 counts as 1; at most
+    /// [`super::MAX_TARGETS`] targets are kept.
     pub fn new(name: &str, config: &Upstream) -> Self {
         let specs = discovery::expand(name, &config.targets, &[]);
         UpstreamPool {
