@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use plugins::{Plugin, Registry};
 
-use crate::config::{Config, RouteUpstream, Upstream};
+use crate::config::{Config, RouteUpstream};
 use crate::proxy::forward::CompiledHeaderRules;
 use crate::router::split::WeightedSplit;
 use crate::router::Router;
@@ -33,8 +33,6 @@ pub struct UpstreamPlan {
     pub name: Arc<str>,
     /// Its pool (shared across reloads while its config is unchanged).
     pub pool: Arc<UpstreamPool>,
-    /// Its config.
-    pub config: Upstream,
     /// Pre-resolved metric handles.
     pub metrics: UpstreamMetrics,
 }
@@ -95,15 +93,14 @@ impl Plan {
         let metrics = Metrics::global();
         let upstream_plans: HashMap<String, Arc<UpstreamPlan>> = config
             .upstreams
-            .iter()
-            .filter_map(|(name, cfg)| {
+            .keys()
+            .filter_map(|name| {
                 let pool = upstreams.get(name)?.clone();
                 Some((
                     name.clone(),
                     Arc::new(UpstreamPlan {
                         name: Arc::from(name.as_str()),
                         pool,
-                        config: cfg.clone(),
                         metrics: metrics.upstream_handles(name),
                     }),
                 ))

@@ -52,7 +52,7 @@ impl GatewayState {
         config_path: Option<PathBuf>,
         rt: tokio::runtime::Handle,
     ) -> Self {
-        Metrics::global().config_generation(plan.generation);
+        Metrics::global().set_config_generation(plan.generation);
         Self {
             plan: Arc::new(ArcSwap::from_pointee(plan)),
             telemetry,
@@ -67,7 +67,7 @@ impl GatewayState {
     /// Reloads from the config file. Errors are `file:line:column: message` lines.
     pub fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let result = self.reload_inner();
-        Metrics::global().config_reload(result.is_ok());
+        Metrics::global().config_reloaded(result.is_ok());
         match &result {
             Ok(r) => info!("config reloaded: generation {}", r.generation),
             Err(errs) => error!("config reload refused; still serving the previous config:\n{}", errs.join("\n")),
@@ -98,7 +98,7 @@ impl GatewayState {
             return Err(vec![format!("{source}: telemetry.access_log: {e}")]);
         }
         let generation = plan.generation;
-        Metrics::global().config_generation(generation);
+        Metrics::global().set_config_generation(generation);
         self.plan.store(Arc::new(plan));
         for w in &warnings {
             warn!("{w}");

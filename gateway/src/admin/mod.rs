@@ -52,7 +52,7 @@ impl AdminApp {
         let pools: serde_json::Map<String, serde_json::Value> = plan
             .upstreams
             .iter()
-            .map(|(name, pool)| (name.clone(), serde_json::to_value(pool.snapshot()).unwrap_or_default()))
+            .map(|(name, pool)| (name.to_string(), serde_json::to_value(pool.snapshot()).unwrap_or_default()))
             .collect();
         json!({ "generation": plan.generation, "upstreams": pools })
     }
@@ -61,8 +61,9 @@ impl AdminApp {
         let plan = self.state.plan.load();
         let m = Metrics::global();
         for (name, pool) in plan.upstreams.iter() {
+            let handles = m.upstream_handles(name);
             for t in pool.snapshot().targets {
-                m.target_health(name, &t.address, t.healthy && t.ejected_for_ms.is_none());
+                handles.set_target_healthy(&t.address.to_string(), t.healthy && t.ejected_for_ms.is_none());
             }
         }
         m.render()

@@ -24,8 +24,7 @@ use crate::config::{HashKey, RetryOn, Upstream};
 use crate::upstream::{backoff, hash_key, is_idempotent, should_retry, Outcome, SelectKey};
 
 fn upstream_config(ctx: &RequestCtx) -> Option<&Upstream> {
-    let (name, _) = ctx.upstream.as_ref()?;
-    ctx.plan.config.upstreams.get(&**name)
+    ctx.upstream.as_ref().map(|u| u.pool.config())
 }
 
 fn status_error(status: u16, why: &'static str) -> Box<Error> {
@@ -34,13 +33,12 @@ fn status_error(status: u16, why: &'static str) -> Box<Error> {
 
 /// Chooses the target of the next attempt and builds its peer.
 pub async fn next_peer(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
-    let Some((_, pool)) = ctx.upstream.clone() else {
+    let Some(upstream) = ctx.upstream.clone() else {
         ctx.reason = Some("no upstream for route");
         return Err(status_error(503, "no upstream for route"));
     };
-    let Some(up) = upstream_config(ctx).cloned() else {
-        return Err(status_error(503, "no upstream for route"));
-    };
+    let pool = &upstream.pool;
+    let up = pool.config();
     let deadline = ctx.start + up.timeouts.total;
     if ctx.attempts > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -55,15 +53,16 @@ pub async fn next_peer(session: &mut Session, ctx: &mut RequestCtx) -> pingora::
         return Err(status_error(504, "upstream total timeout"));
     }
     let key = SelectKey {
-        hash: select_hash(session, &up),
+        hash: select_hash(session, up),
     };
     let Some(pick) = pool.select(&key, &ctx.tried) else {
         ctx.reason = Some("no healthy upstream target");
         return Err(status_error(503, "no healthy upstream target"));
     };
-    ctx.tried.push(pick.index);
-    ctx.target = Some((pick.index, pick.addr));
-    ctx.inflight = Some(pool.begin(pick.index));
+    ctx.tried.push(pick.addr);
+    ctx.inflight = Some(pool.begin(&pick));
+    let addr = pick.addr;
+    ctx.target = Some(pick);
     ctx.attempt_start = Some(Instant::now());
     ctx.attempts += 1;
     ctx.reported = false;
@@ -75,7 +74,7 @@ pub async fn next_peer(session: &mut Session, ctx: &mut RequestCtx) -> pingora::
         ),
         None => (false, String::new()),
     };
-    let mut peer = HttpPeer::new(pick.addr, tls, sni);
+    let mut peer = HttpPeer::new(addr, tls, sni);
     let o = &mut peer.options;
     o.connection_timeout = Some(up.timeouts.connect.min(left));
     o.total_connection_timeout = Some(up.timeouts.connect.min(left));
@@ -129,9 +128,10 @@ fn report(ctx: &mut RequestCtx, outcome: Outcome) {
     }
     ctx.reported = true;
     ctx.inflight = None;
-    if let (Some((_, pool)), Some((index, _))) = (&ctx.upstream, ctx.target) {
+    if let (Some(upstream), Some(pick)) = (&ctx.upstream, &ctx.target) {
         let took = ctx.attempt_start.map(|t| t.elapsed()).unwrap_or_default();
-        pool.report(index, outcome, took);
+        upstream.pool.report(pick, outcome, took);
+        upstream.metrics.observe_attempt(took);
     }
 }
 
@@ -156,17 +156,17 @@ fn may_retry(session: &Session, ctx: &mut RequestCtx, outcome: &Outcome, request
     if Instant::now() >= ctx.start + up.timeouts.total {
         return false;
     }
-    let Some((name, pool)) = &ctx.upstream else {
+    let Some(upstream) = &ctx.upstream else {
         return false;
     };
-    match pool.retry_budget().try_retry() {
+    match upstream.pool.retry_budget().try_retry() {
         Some(slot) => {
-            crate::telemetry::Metrics::global().upstream_retry(name);
+            upstream.metrics.retried();
             ctx.retry_slot = Some(slot);
             true
         }
         None => {
-            log::debug!("retry budget of upstream {name} exhausted");
+            log::debug!("retry budget of upstream {} exhausted", upstream.name);
             false
         }
     }

@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 
 use crate::plan::{Plan, UpstreamPlan};
 use crate::telemetry::ProxySpan;
-use crate::upstream::{ActiveGuard, InflightGuard, RetryGuard};
+use crate::upstream::{ActiveGuard, InFlightGuard, Pick, RetryGuard};
 
 /// State of one request. The plan snapshot taken at the start is used until the end, so a
 /// reload never changes a request half-way.
@@ -32,12 +32,12 @@ pub struct RequestCtx {
     pub host: String,
     /// The chosen upstream.
     pub upstream: Option<Arc<UpstreamPlan>>,
-    /// Targets tried so far (indices in the pool).
-    pub tried: SmallVec<[usize; 4]>,
+    /// Targets tried so far.
+    pub tried: SmallVec<[SocketAddr; 4]>,
     /// Current attempt's target.
-    pub target: Option<(usize, SocketAddr)>,
+    pub target: Option<Pick>,
     /// Current attempt's in-flight count.
-    pub inflight: Option<InflightGuard>,
+    pub inflight: Option<InFlightGuard>,
     /// When the current attempt started.
     pub attempt_start: Option<Instant>,
     /// Attempts made (1 after the first).

@@ -34,7 +34,7 @@ pub use ctx::RequestCtx;
 use crate::config::IpAccess;
 use crate::plan::Plan;
 use crate::router::{normalize::normalize_path, RequestView};
-use crate::telemetry::{new_request_id, valid_incoming_request_id, TraceParent};
+use crate::telemetry::{new_request_id, valid_incoming as valid_incoming_request_id, TraceParent};
 use observe::Observer;
 
 /// The proxy of one listener. All listeners share the plan and the observer.
@@ -115,13 +115,78 @@ pub(crate) fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
         .map(|a| a.ip())
 }
 
+/// The routing decision for a request.
+struct Routed {
+    route: usize,
+    /// Path and query for the upstream when they differ from the request's.
+    rewritten: Option<String>,
+    max_body: Option<u64>,
+}
+
+/// A refusal during routing (with the route when one matched).
+struct RouteRefusal {
+    status: u16,
+    reason: &'static str,
+    route: Option<usize>,
+}
+
+/// Normalises the path, routes, checks the route's access list and body limit, and computes
+/// the rewritten path.
+fn route_request(
+    plan: &Plan,
+    req: &RequestHeader,
+    host: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Routed, RouteRefusal> {
+    let refuse = |status, reason, route| RouteRefusal { status, reason, route };
+    let raw_path = req.uri.path();
+    let path = normalize_path(raw_path, plan.config.limits.encoded_slash).map_err(|e| refuse(400, e.reason(), None))?;
+    let view = RequestView {
+        host,
+        path: &path,
+        method: req.method.as_str(),
+        headers: &req.headers,
+        query: req.uri.query(),
+    };
+    let matched = plan.router.route(&view).ok_or(refuse(404, "no route", None))?;
+    let index = matched.route;
+    let route_cfg = &plan.config.routes[index];
+    if !allowed(&route_cfg.access, ip) {
+        return Err(refuse(403, "client address not allowed", Some(index)));
+    }
+    if let Some(max) = route_cfg.max_body {
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(refuse(413, "request body too large", Some(index)));
+        }
+    }
+    let with_query = |p: &str| match req.uri.query() {
+        Some(q) => format!("{p}?{q}"),
+        None => p.to_string(),
+    };
+    let rewritten = match &route_cfg.rewrite {
+        Some(rw) => Some(with_query(&crate::router::rewrite::apply(rw, &matched, route_cfg, &path))),
+        // A normalised path must be what the upstream sees, or a rule could be bypassed.
+        None if path.as_ref() != raw_path => Some(with_query(&path)),
+        None => None,
+    };
+    Ok(Routed {
+        route: index,
+        rewritten,
+        max_body: route_cfg.max_body,
+    })
+}
+
 #[async_trait]
 impl ProxyHttp for MeridianProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        self.observer.request_started();
-        RequestCtx::new(self.plan.load_full())
+        RequestCtx::new(self.plan.load_full(), crate::telemetry::Metrics::global().track_request())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
@@ -135,7 +200,9 @@ impl ProxyHttp for MeridianProxy {
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .and_then(TraceParent::parse);
-        ctx.span = Some(self.observer.start_span(req, parent.as_ref(), ctx.start_wall));
+        ctx.host = request_host(req);
+        let client = client_ip(session);
+        ctx.span = Some(self.observer.start_span(session, client, parent.as_ref(), ctx));
 
         let plan = ctx.plan.clone();
         let limits = &plan.config.limits;
@@ -144,70 +211,32 @@ impl ProxyHttp for MeridianProxy {
         if let Err(r) = guard::check_head(limits, uri_len, &session.req_header().headers, raw.as_ref()) {
             return self.refuse(session, ctx, r.status, r.reason).await;
         }
-        let ip = client_ip(session);
+        let ip = client;
         if !allowed(&plan.config.access, ip) {
             return self.refuse(session, ctx, 403, "client address not allowed").await;
         }
 
-        let req = session.req_header();
-        let raw_path = req.uri.path();
-        let path = match normalize_path(raw_path, limits.encoded_slash) {
-            Ok(p) => p,
-            Err(e) => return self.refuse(session, ctx, 400, e.reason()).await,
+        let routed = match route_request(&plan, session.req_header(), &ctx.host, ip) {
+            Ok(r) => r,
+            Err(r) => {
+                ctx.route = r.route;
+                return self.refuse(session, ctx, r.status, r.reason).await;
+            }
         };
-        ctx.host = request_host(req);
-        let view = RequestView {
-            host: &ctx.host,
-            path: &path,
-            method: req.method.as_str(),
-            headers: &req.headers,
-            query: req.uri.query(),
-        };
-        let Some(matched) = plan.router.route(&view) else {
-            return self.refuse(session, ctx, 404, "no route").await;
-        };
-        let route_cfg = &plan.config.routes[matched.route];
-        ctx.route = Some(matched.route);
-        if !allowed(&route_cfg.access, ip) {
-            return self.refuse(session, ctx, 403, "client address not allowed").await;
-        }
-        if let Some(max) = route_cfg.max_body {
+        ctx.route = Some(routed.route);
+        ctx.rewritten = routed.rewritten;
+        if let Some(max) = routed.max_body {
             ctx.max_body = max;
-            let declared = req
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > max) {
-                return self.refuse(session, ctx, 413, "request body too large").await;
-            }
         }
-        let rewritten = route_cfg.rewrite.as_ref().map(|rw| {
-            let new_path = crate::router::rewrite::apply(rw, &matched, route_cfg, &path);
-            match req.uri.query() {
-                Some(q) => format!("{new_path}?{q}"),
-                None => new_path,
-            }
-        });
-        let rewritten = match rewritten {
-            Some(p) => Some(p),
-            // A normalised path must be what the upstream sees, or a rule could be bypassed.
-            None if path.as_ref() != raw_path => Some(match req.uri.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.into_owned(),
-            }),
-            None => None,
-        };
-        ctx.rewritten = rewritten;
 
-        let Some(route) = ctx.route_plan() else {
+        let Some(route) = plan.routes.get(routed.route) else {
             return self.refuse(session, ctx, 500, "route plan missing").await;
         };
-        let Some((name, pool)) = route.pick(rand::random()) else {
+        let Some(upstream) = route.pick(rand::random()).cloned() else {
             return self.refuse(session, ctx, 503, "no upstream for route").await;
         };
-        ctx.active = Some(pool.retry_budget().request_started());
-        ctx.upstream = Some((name, pool));
+        ctx.active = Some(upstream.pool.retry_budget().request_started());
+        ctx.upstream = Some(upstream);
         ctx.plugins.route = route.name.clone();
         let chain = route.plugins.clone();
         for p in chain.iter() {
