@@ -28,7 +28,11 @@ impl<'n> Fields<'n> {
             _ => {
                 errs.add(
                     node.pos,
-                    format!("{}: expected a mapping, found {}", name(path), node.describe()),
+                    format!(
+                        "{}: expected a mapping, found {}",
+                        name(path),
+                        node.describe()
+                    ),
                 );
                 return None;
             }
@@ -242,9 +246,7 @@ pub(crate) fn number<T: TryFrom<u64>>(
             .ok()
             .filter(|n| (min..=max).contains(n))
             .and_then(|n| T::try_from(n).ok())
-            .ok_or_else(|| {
-                format!("expected a whole number from {min} to {max}, found \"{s}\"")
-            })
+            .ok_or_else(|| format!("expected a whole number from {min} to {max}, found \"{s}\""))
     })
 }
 
@@ -396,11 +398,15 @@ mod tests {
         f.finish(&mut errs);
         let out = errs.finish().to_string();
         assert!(
-            out.contains("t.yaml:2:1: upstreams.api.ballance: unknown key; did you mean \"balance\"?"),
+            out.contains(
+                "t.yaml:2:1: upstreams.api.ballance: unknown key; did you mean \"balance\"?"
+            ),
             "{out}"
         );
         assert!(
-            out.contains("t.yaml:3:1: upstreams.api.zzz: unknown key; expected one of balance, targets"),
+            out.contains(
+                "t.yaml:3:1: upstreams.api.zzz: unknown key; expected one of balance, targets"
+            ),
             "{out}"
         );
     }
@@ -423,9 +429,18 @@ mod tests {
         assert_eq!(choice(&items[4], "e", &mut errs, &opts), None);
         assert_eq!(float(&items[5], "f", &mut errs, 0.0, 1.0), None);
         let out = errs.finish().to_string();
-        assert!(out.contains("a: expected true or false, found \"yes\""), "{out}");
-        assert!(out.contains("c: expected a whole number from 1 to 5, found \"0\""), "{out}");
-        assert!(out.contains("e: unknown value \"fastest\"; expected one of round_robin, least_conn"), "{out}");
+        assert!(
+            out.contains("a: expected true or false, found \"yes\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("c: expected a whole number from 1 to 5, found \"0\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("e: unknown value \"fastest\"; expected one of round_robin, least_conn"),
+            "{out}"
+        );
         assert!(out.contains("f: expected a number from 0 to 1"), "{out}");
     }
 }

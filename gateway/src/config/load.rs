@@ -68,7 +68,10 @@ pub(crate) fn load_with_env(
     if text.len() as u64 > MAX_FILE_SIZE {
         errs.add(
             Position::default(),
-            format!("the config is {} bytes; at most {MAX_FILE_SIZE} are accepted", text.len()),
+            format!(
+                "the config is {} bytes; at most {MAX_FILE_SIZE} are accepted",
+                text.len()
+            ),
         );
         return Err(errs.finish());
     }
@@ -103,7 +106,10 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
     let access = f.get_or("access", IpAccess::default(), errs, read_access);
     f.finish(errs);
     let listeners = listeners.unwrap_or_default();
-    if listeners.iter().any(|l| same_port(l.address, admin.address)) {
+    if listeners
+        .iter()
+        .any(|l| same_port(l.address, admin.address))
+    {
         errs.add(
             admin_pos,
             format!(
@@ -126,8 +132,7 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
 
 /// Whether two bind addresses would collide (same port, and same IP or either unspecified).
 fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn path_buf(node: &Node, path: &str, errs: &mut Errors) -> Option<PathBuf> {
@@ -153,7 +158,9 @@ fn read_server(node: &Node, path: &str, errs: &mut Errors) -> Option<ServerSetti
     let mut f = Fields::open(node, path, errs)?;
     let d = ServerSettings::default();
     let out = ServerSettings {
-        threads: f.get_or("threads", d.threads, errs, |n, p, e| number(n, p, e, 1, 1024)),
+        threads: f.get_or("threads", d.threads, errs, |n, p, e| {
+            number(n, p, e, 1, 1024)
+        }),
         grace_period: f.get_or("grace_period", d.grace_period, errs, duration),
         upgrade_sock: f.get_or("upgrade_sock", d.upgrade_sock, errs, path_buf),
         pid_file: f.get_or("pid_file", d.pid_file, errs, path_buf),
@@ -173,7 +180,10 @@ fn read_listeners(
     if items.is_empty() || items.len() > MAX_LISTENERS {
         errs.add(
             node.pos,
-            format!("{path}: expected 1 to {MAX_LISTENERS} listeners, found {}", items.len()),
+            format!(
+                "{path}: expected 1 to {MAX_LISTENERS} listeners, found {}",
+                items.len()
+            ),
         );
         return None;
     }
@@ -187,7 +197,10 @@ fn read_listeners(
         if out.iter().any(|l| l.name == listener.name) {
             errs.add(
                 name_pos,
-                format!("{item_path}.name: duplicate listener name \"{}\"", listener.name),
+                format!(
+                    "{item_path}.name: duplicate listener name \"{}\"",
+                    listener.name
+                ),
             );
             continue;
         }
@@ -269,7 +282,10 @@ fn read_listener_tls(
     let certificates = f.get_or("certificates", Vec::new(), errs, |n, p, e| {
         let items = list(n, p, e)?;
         if items.len() > MAX_CERTIFICATES {
-            e.add(n.pos, format!("{p}: at most {MAX_CERTIFICATES} certificates are allowed"));
+            e.add(
+                n.pos,
+                format!("{p}: at most {MAX_CERTIFICATES} certificates are allowed"),
+            );
             return None;
         }
         Some(

@@ -16,6 +16,9 @@ mod upstreams;
 mod validate;
 mod yaml;
 
+#[cfg(test)]
+mod load_tests;
+
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load_file, load_str};
 pub use model::*;

@@ -4,8 +4,7 @@ use std::collections::BTreeSet;
 
 use super::error::Errors;
 use super::fields::{
-    boolean, did_you_mean, entries, list, list_of, number, one_or_many, parsed, size,
-    text, Fields,
+    boolean, did_you_mean, entries, list, list_of, number, one_or_many, parsed, size, text, Fields,
 };
 use super::model::{
     HeaderRules, IpAccess, PathMatch, PluginSpec, Position, Rewrite, Route, RouteMatch,
@@ -32,7 +31,10 @@ pub(crate) fn read_routes(
     if items.len() > MAX_ROUTES {
         errs.add(
             node.pos,
-            format!("routes: {} routes; at most {MAX_ROUTES} are allowed", items.len()),
+            format!(
+                "routes: {} routes; at most {MAX_ROUTES} are allowed",
+                items.len()
+            ),
         );
         return Vec::new();
     }
@@ -83,9 +85,18 @@ fn read_route(
     let split = f.get("split", errs, |n, p, e| read_split(n, p, e, upstreams));
     let target_count = usize::from(f.has("upstream")) + usize::from(f.has("split"));
     let rewrite_node = f.take("rewrite");
-    let request_headers = f.get_or("request_headers", HeaderRules::default(), errs, header_rules);
-    let response_headers =
-        f.get_or("response_headers", HeaderRules::default(), errs, header_rules);
+    let request_headers = f.get_or(
+        "request_headers",
+        HeaderRules::default(),
+        errs,
+        header_rules,
+    );
+    let response_headers = f.get_or(
+        "response_headers",
+        HeaderRules::default(),
+        errs,
+        header_rules,
+    );
     let retry_non_idempotent = f.get_or("retry_non_idempotent", false, errs, boolean);
     let access = f.get_or("access", IpAccess::default(), errs, read_access);
     let max_body = f.get("max_body", errs, size);
@@ -102,7 +113,13 @@ fn read_route(
     }
     let (matcher, captures) = matched?;
     let rewrite = match rewrite_node {
-        Some(n) => Some(read_rewrite(n, &format!("{path}.rewrite"), errs, &matcher.path, &captures)?),
+        Some(n) => Some(read_rewrite(
+            n,
+            &format!("{path}.rewrite"),
+            errs,
+            &matcher.path,
+            &captures,
+        )?),
         None => None,
     };
     let upstream = match (single, split) {
@@ -164,11 +181,10 @@ fn read_split(
         f.finish(e);
         Some((name?, weight?))
     })?;
-    if parts.is_empty() {
+    if matches!(&node.kind, Kind::Seq(items) if items.is_empty()) {
         errs.add(node.pos, format!("{path}: expected at least one upstream"));
-        return None;
     }
-    Some(parts)
+    (!parts.is_empty()).then_some(parts)
 }
 
 /// Reads `match:`; also returns the capture names its path predicate defines.
@@ -198,7 +214,9 @@ fn read_match(node: &Node, path: &str, errs: &mut Errors) -> Option<(RouteMatch,
             } else if s.starts_with('/') {
                 Ok((PathMatch::Exact(s.to_owned()), Vec::new()))
             } else {
-                Err(format!("\"{s}\" is not a path; expected one starting with /"))
+                Err(format!(
+                    "\"{s}\" is not a path; expected one starting with /"
+                ))
             }
         })
     });
@@ -207,7 +225,9 @@ fn read_match(node: &Node, path: &str, errs: &mut Errors) -> Option<(RouteMatch,
             if s.starts_with('/') {
                 Ok((PathMatch::Prefix(s.to_owned()), Vec::new()))
             } else {
-                Err(format!("\"{s}\" is not a path prefix; expected one starting with /"))
+                Err(format!(
+                    "\"{s}\" is not a path prefix; expected one starting with /"
+                ))
             }
         })
     });
@@ -317,7 +337,9 @@ fn read_rewrite(
     }
     parsed(node, path, errs, |s| {
         if !s.starts_with('/') {
-            return Err(format!("\"{s}\" is not a path; expected one starting with /"));
+            return Err(format!(
+                "\"{s}\" is not a path; expected one starting with /"
+            ));
         }
         for name in validate::rewrite_refs(s)? {
             if !captures.contains(&name) {

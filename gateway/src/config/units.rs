@@ -160,7 +160,9 @@ pub fn parse_rate(s: &str) -> Result<(u64, Duration), String> {
         ));
     };
     let count = count.trim();
-    if count.is_empty() || count.len() > MAX_NUMBER_LEN || !count.bytes().all(|b| b.is_ascii_digit())
+    if count.is_empty()
+        || count.len() > MAX_NUMBER_LEN
+        || !count.bytes().all(|b| b.is_ascii_digit())
     {
         return Err(format!("\"{s}\": the count must be a whole number"));
     }

@@ -97,7 +97,10 @@ fn read_targets(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<Target
     if items.len() > MAX_TARGETS {
         errs.add(
             node.pos,
-            format!("{path}: {} targets; at most {MAX_TARGETS} are allowed", items.len()),
+            format!(
+                "{path}: {} targets; at most {MAX_TARGETS} are allowed",
+                items.len()
+            ),
         );
         return None;
     }
@@ -164,7 +167,10 @@ fn read_balance(node: &Node, path: &str, errs: &mut Errors) -> Option<Balance> {
     match (algorithm?, key) {
         (Balance::Ketama { .. }, Some(key)) => Some(Balance::Ketama { key }),
         (_, Some(_)) => {
-            errs.add(key_pos, format!("{path}.key: only algorithm ketama takes a key"));
+            errs.add(
+                key_pos,
+                format!("{path}.key: only algorithm ketama takes a key"),
+            );
             None
         }
         (other, None) => Some(other),
@@ -177,7 +183,9 @@ fn read_hash_key(node: &Node, path: &str, errs: &mut Errors) -> Option<HashKey> 
         return choice(node, path, errs, &options);
     }
     let mut f = Fields::open(node, path, errs)?;
-    let header = f.get("header", errs, |n, p, e| parsed(n, p, e, validate::header_name));
+    let header = f.get("header", errs, |n, p, e| {
+        parsed(n, p, e, validate::header_name)
+    });
     let cookie = f.get("cookie", errs, non_empty);
     let pos = f.pos();
     f.finish(errs);
@@ -202,13 +210,19 @@ fn read_health(node: &Node, path: &str, errs: &mut Errors) -> Option<HealthCheck
             if s.starts_with('/') {
                 Ok(s.to_owned())
             } else {
-                Err(format!("\"{s}\" is not a path; expected one starting with /"))
+                Err(format!(
+                    "\"{s}\" is not a path; expected one starting with /"
+                ))
             }
         })
     });
     let tcp = f.get("tcp", errs, boolean);
-    let host = f.get("host", errs, |n, p, e| parsed(n, p, e, validate::host_pattern));
-    let expect = f.get("expect", errs, |n, p, e| parsed(n, p, e, validate::status_range));
+    let host = f.get("host", errs, |n, p, e| {
+        parsed(n, p, e, validate::host_pattern)
+    });
+    let expect = f.get("expect", errs, |n, p, e| {
+        parsed(n, p, e, validate::status_range)
+    });
     let mut check = HealthCheck::with_kind(HealthKind::Tcp);
     check.interval = f.get_or("interval", check.interval, errs, positive_duration);
     check.timeout = f.get_or("timeout", check.timeout, errs, positive_duration);
@@ -233,7 +247,10 @@ fn read_health(node: &Node, path: &str, errs: &mut Errors) -> Option<HealthCheck
             expect: expect.unwrap_or(HEALTH_EXPECT),
         },
         (false, Some(true)) if http_only => {
-            errs.add(pos, format!("{path}: host and expect apply to http checks only"));
+            errs.add(
+                pos,
+                format!("{path}: host and expect apply to http checks only"),
+            );
             return None;
         }
         (false, Some(true)) => HealthKind::Tcp,
@@ -251,7 +268,10 @@ fn read_outlier(node: &Node, path: &str, errs: &mut Errors) -> Option<Outlier> {
         }
         errs.add(
             node.pos,
-            format!("{path}: expected off or a mapping, found {}", node.describe()),
+            format!(
+                "{path}: expected off or a mapping, found {}",
+                node.describe()
+            ),
         );
         return None;
     }
@@ -306,7 +326,9 @@ fn retry_on(s: &str) -> Result<RetryOn, String> {
 /// `25ms..250ms`: base and cap of the backoff, base no larger than cap.
 fn backoff(s: &str) -> Result<(std::time::Duration, std::time::Duration), String> {
     let Some((base, max)) = s.split_once("..") else {
-        return Err(format!("\"{s}\" is not a backoff; expected base..max like 25ms..250ms"));
+        return Err(format!(
+            "\"{s}\" is not a backoff; expected base..max like 25ms..250ms"
+        ));
     };
     let (base, max) = (parse_duration(base)?, parse_duration(max)?);
     if base.is_zero() || base > max {
@@ -373,7 +395,9 @@ fn read_timeouts(node: &Node, path: &str, errs: &mut Errors) -> Option<Timeouts>
 fn read_tls(node: &Node, path: &str, errs: &mut Errors) -> Option<UpstreamTls> {
     let mut f = Fields::open(node, path, errs)?;
     let out = UpstreamTls {
-        sni: f.get("sni", errs, |n, p, e| parsed(n, p, e, validate::server_name)),
+        sni: f.get("sni", errs, |n, p, e| {
+            parsed(n, p, e, validate::server_name)
+        }),
         verify: f.get_or("verify", true, errs, boolean),
         http2: f.get_or("http2", false, errs, boolean),
     };

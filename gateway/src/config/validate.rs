@@ -45,7 +45,9 @@ fn is_dns_name(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -177,14 +179,18 @@ pub(crate) fn cidr(s: &str) -> Result<IpNet, String> {
 /// A socket address `ip:port` (IPv6 in brackets).
 pub(crate) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>().map_err(|_| {
-        format!("\"{s}\" is not a valid address; expected ip:port like 127.0.0.1:8080 or [::1]:8080")
+        format!(
+            "\"{s}\" is not a valid address; expected ip:port like 127.0.0.1:8080 or [::1]:8080"
+        )
     })
 }
 
 /// An upstream target `host:port` where host is an IP literal or a DNS name.
 pub(crate) fn target(s: &str) -> Result<(String, u16), String> {
     let bad = || {
-        format!("\"{s}\" is not a valid target; expected host:port like 10.0.0.1:80 or api.internal:80")
+        format!(
+            "\"{s}\" is not a valid target; expected host:port like 10.0.0.1:80 or api.internal:80"
+        )
     };
     let (host, port) = if let Some(rest) = s.strip_prefix('[') {
         let (host, port) = rest.split_once("]:").ok_or_else(bad)?;
@@ -206,7 +212,12 @@ pub(crate) fn target(s: &str) -> Result<(String, u16), String> {
 /// An inclusive status range `200-299`, or a single status `200`.
 pub(crate) fn status_range(s: &str) -> Result<(u16, u16), String> {
     let (lo, hi) = s.split_once('-').unwrap_or((s, s));
-    let parse = |x: &str| x.trim().parse::<u16>().ok().filter(|n| (100..=599).contains(n));
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|n| (100..=599).contains(n))
+    };
     match (parse(lo), parse(hi)) {
         (Some(lo), Some(hi)) if lo <= hi => Ok((lo, hi)),
         _ => Err(format!(
@@ -236,7 +247,10 @@ mod tests {
 
     #[test]
     fn path_templates() {
-        assert_eq!(path_template("/v1/urls/{code}"), Ok(vec!["code".to_owned()]));
+        assert_eq!(
+            path_template("/v1/urls/{code}"),
+            Ok(vec!["code".to_owned()])
+        );
         assert_eq!(
             path_template("/s/{a}/x/{*rest}"),
             Ok(vec!["a".to_owned(), "rest".to_owned()])
@@ -270,9 +284,20 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(target("127.0.0.1:80"), Ok(("127.0.0.1".to_owned(), 80)));
-        assert_eq!(target("API.internal:8080"), Ok(("api.internal".to_owned(), 8080)));
+        assert_eq!(
+            target("API.internal:8080"),
+            Ok(("api.internal".to_owned(), 8080))
+        );
         assert_eq!(target("[::1]:443"), Ok(("::1".to_owned(), 443)));
-        for bad in ["nohost", "a:0", "a:70000", "bad host:80", "[zz]:80", ":80", "::1:80"] {
+        for bad in [
+            "nohost",
+            "a:0",
+            "a:70000",
+            "bad host:80",
+            "[zz]:80",
+            ":80",
+            "::1:80",
+        ] {
             assert!(target(bad).is_err(), "{bad}");
         }
     }
@@ -284,7 +309,10 @@ mod tests {
         assert!(header_value("a\u{1}b").is_err());
         assert_eq!(method("get"), Ok("GET".to_owned()));
         assert!(method("GE T").is_err());
-        assert_eq!(host_pattern("*.Example.com"), Ok("*.example.com".to_owned()));
+        assert_eq!(
+            host_pattern("*.Example.com"),
+            Ok("*.example.com".to_owned())
+        );
         assert!(host_pattern("a.*.com").is_err());
         assert!(host_pattern("exa mple.com").is_err());
         assert_eq!(cidr("10.0.0.0/8").map(|n| n.prefix_len()), Ok(8));
@@ -295,7 +323,9 @@ mod tests {
         assert!(status_range("299-200").is_err());
         assert!(status_range("600").is_err());
         assert_eq!(regex("^/v(?P<n>[0-9]+)$"), Ok(vec!["n".to_owned()]));
-        assert!(regex("(").unwrap_err().contains("invalid regular expression"));
+        assert!(regex("(")
+            .unwrap_err()
+            .contains("invalid regular expression"));
         assert!(plugin_name("rate_limit").is_ok());
         assert!(plugin_name("Rate-Limit").is_err());
     }
