@@ -1,1 +1,186 @@
 //! Default values of the config model (one place, used by the loader and by code builders).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::model::{
+    AccessLog, Admin, Balance, Config, EncodedSlash, HealthCheck, HealthKind, IpAccess, Keepalive,
+    Limits, Outlier, Retries, RetryOn, ServerSettings, Target, Telemetry, Timeouts, Upstream,
+};
+
+/// How often DNS names among upstream targets are re-resolved by default.
+pub(crate) const DNS_REFRESH: Duration = Duration::from_secs(30);
+/// Default accepted statuses of an HTTP health check.
+pub(crate) const HEALTH_EXPECT: (u16, u16) = (200, 399);
+
+impl Default for Config {
+    /// No listeners, routes or upstreams; every section at its defaults.
+    fn default() -> Self {
+        Config {
+            server: ServerSettings::default(),
+            listeners: Vec::new(),
+            admin: Admin::default(),
+            upstreams: BTreeMap::new(),
+            routes: Vec::new(),
+            limits: Limits::default(),
+            telemetry: Telemetry::default(),
+            access: IpAccess::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            threads: 1,
+            grace_period: Duration::from_secs(10),
+            upgrade_sock: PathBuf::from("/tmp/meridian_upgrade.sock"),
+            pid_file: PathBuf::from("/tmp/meridian.pid"),
+            watch_config: true,
+        }
+    }
+}
+
+impl Default for Admin {
+    /// Loopback port 9901, no token.
+    fn default() -> Self {
+        Admin {
+            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 9901)),
+            token: None,
+        }
+    }
+}
+
+impl Default for Outlier {
+    /// Envoy's defaults: eject after 5 consecutive 5xx for 30s × n, at most 10% of targets.
+    fn default() -> Self {
+        Outlier {
+            enabled: true,
+            consecutive_5xx: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection_percent: 10,
+        }
+    }
+}
+
+impl Default for Retries {
+    /// One retry on connect errors, 502, 503 and 504; 25ms..250ms backoff; budget 20%, min 3.
+    fn default() -> Self {
+        Retries {
+            attempts: 1,
+            on: vec![
+                RetryOn::ConnectError,
+                RetryOn::Status(502),
+                RetryOn::Status(503),
+                RetryOn::Status(504),
+            ],
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_millis(250),
+            budget_percent: 20,
+            budget_min: 3,
+        }
+    }
+}
+
+impl Default for Timeouts {
+    /// Connect 1s, read 10s, write 10s, total 30s.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            read: Duration::from_secs(10),
+            write: Duration::from_secs(10),
+            total: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for Keepalive {
+    /// 128 idle connections per target, kept 60s.
+    fn default() -> Self {
+        Keepalive {
+            pool_size: 128,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for Limits {
+    /// 100 headers, 60 KiB of headers, 8 KiB URI, 10 MiB body, encoded slashes rejected.
+    fn default() -> Self {
+        Limits {
+            max_header_count: 100,
+            max_header_bytes: 60 * 1024,
+            max_uri_length: 8 * 1024,
+            max_body: 10 * 1024 * 1024,
+            encoded_slash: EncodedSlash::Reject,
+        }
+    }
+}
+
+impl Default for Telemetry {
+    /// Access log on stdout, no trace export.
+    fn default() -> Self {
+        Telemetry {
+            access_log: AccessLog::Stdout,
+            otlp: None,
+        }
+    }
+}
+
+impl HealthCheck {
+    /// A health check of `kind` with the default timing: every 2s, 1s timeout, unhealthy after 3
+    /// failures, healthy after 2 successes.
+    pub fn with_kind(kind: HealthKind) -> HealthCheck {
+        HealthCheck {
+            kind,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            unhealthy_after: 3,
+            healthy_after: 2,
+        }
+    }
+}
+
+impl Upstream {
+    /// An upstream over `targets` with every setting at its default: round robin, no active
+    /// health check, default outlier ejection, retries, timeouts and keep-alive, plain HTTP.
+    pub fn with_targets(targets: Vec<Target>) -> Upstream {
+        Upstream {
+            targets,
+            dns_refresh: DNS_REFRESH,
+            balance: Balance::RoundRobin,
+            health: None,
+            outlier: Outlier::default(),
+            retries: Retries::default(),
+            timeouts: Timeouts::default(),
+            tls: None,
+            keepalive: Keepalive::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let server = ServerSettings::default();
+        assert_eq!(server.threads, 1);
+        assert_eq!(server.grace_period, Duration::from_secs(10));
+        assert!(server.watch_config);
+        assert!(Admin::default().address.ip().is_loopback());
+        assert_eq!(Outlier::default().max_ejection_percent, 10);
+        assert_eq!(Retries::default().on.len(), 4);
+        assert_eq!(Limits::default().max_header_bytes, 61_440);
+        let up = Upstream::with_targets(Vec::new());
+        assert_eq!(up.balance, Balance::RoundRobin);
+        assert_eq!(up.dns_refresh, Duration::from_secs(30));
+        let hc = HealthCheck::with_kind(HealthKind::Tcp);
+        assert_eq!((hc.unhealthy_after, hc.healthy_after), (3, 2));
+        let cfg = Config::default();
+        assert!(cfg.listeners.is_empty() && cfg.routes.is_empty() && cfg.upstreams.is_empty());
+    }
+}

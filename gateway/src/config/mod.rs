@@ -1,9 +1,24 @@
 //! Configuration: the typed [`model`], the YAML [`load`]er with validation, and [`units`].
+//!
+//! Loading goes text → [`yaml`] tree (positions kept, `${ENV}` substituted by [`env`]) → typed
+//! model, read section by section ([`load`], [`upstreams`], [`routes`]) with [`fields`] readers
+//! and the syntax checks of [`validate`]. Every problem is collected as an [`error::ConfigError`].
 
 mod defaults;
+mod env;
+mod error;
+mod fields;
 pub mod load;
 pub mod model;
+mod routes;
 pub mod units;
+mod upstreams;
+mod validate;
+mod yaml;
 
-pub use load::{load_file, load_str, ConfigError, ConfigErrors};
+#[cfg(test)]
+mod load_tests;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load_file, load_str};
 pub use model::*;
