@@ -301,11 +301,6 @@ impl Meridian {
             .map(|l| serde_json::from_str(l).expect("access log line is JSON"))
             .collect()
     }
-
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
 }
 
 /// Sends raw bytes over TCP and returns what came back before the server closed or 3 s passed.

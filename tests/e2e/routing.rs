@@ -107,7 +107,9 @@ routes:
             let want = usize::from(*name == t.upstream);
             assert_eq!(got, want, "case {i} {} {}: upstream {name} hits", t.method, t.path);
             if want == 1 {
-                assert_eq!(u.last().expect("seen").uri, t.upstream_uri, "case {i}: upstream URI");
+                let seen = u.last().expect("seen");
+                assert_eq!(seen.uri, t.upstream_uri, "case {i}: upstream URI");
+                assert_eq!(seen.method, t.method, "case {i}: method");
             }
         }
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
+    HeaderRules, PathMatch, Route, RouteMatch, RouteUpstream,
     AccessLog, Admin, Balance, Config, EncodedSlash, HealthCheck, HealthKind, IpAccess, Keepalive,
     Limits, Outlier, Retries, RetryOn, ServerSettings, Target, Telemetry, Timeouts, Upstream,
 };
@@ -157,6 +158,31 @@ impl Upstream {
             timeouts: Timeouts::default(),
             tls: None,
             keepalive: Keepalive::default(),
+        }
+    }
+}
+
+impl Route {
+    /// A route named `name` sending every path under `prefix` to `upstream`, with nothing else
+    /// set (for configs built in code).
+    pub fn prefix(name: &str, prefix: &str, upstream: &str) -> Route {
+        Route {
+            name: name.to_string(),
+            matcher: RouteMatch {
+                hosts: Vec::new(),
+                path: PathMatch::Prefix(prefix.to_string()),
+                methods: Vec::new(),
+                headers: Vec::new(),
+                query: Vec::new(),
+            },
+            upstream: RouteUpstream::Single(upstream.to_string()),
+            rewrite: None,
+            request_headers: HeaderRules::default(),
+            response_headers: HeaderRules::default(),
+            retry_non_idempotent: false,
+            access: IpAccess::default(),
+            max_body: None,
+            plugins: Vec::new(),
         }
     }
 }
