@@ -428,13 +428,18 @@ fn env_substitution_applies_to_values_not_keys() {
 #[test]
 fn secrets_are_redacted_in_debug_and_json() {
     let cfg = load(&format!(
-        "{L}admin: {{ address: 0.0.0.0:9901, token: \"${{ADMIN_TOKEN}}\" }}\n"
+        "{L}upstreams: {{ a: {{ targets: [127.0.0.1:1] }} }}\n\
+         routes:\n  - match: {{ path_prefix: / }}\n    upstream: a\n    \
+         plugins: [ jwt: {{ secret: \"${{ADMIN_TOKEN}}\" }} ]\n\
+         admin: {{ address: 0.0.0.0:9901, token: \"${{ADMIN_TOKEN}}\" }}\n"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
+    // The values themselves are intact for the code that uses them.
     assert_eq!(
         cfg.admin.token.as_ref().map(Secret::expose),
         Some("s3cr3t-value")
     );
+    assert_eq!(cfg.routes[0].plugins[0].settings["secret"], "s3cr3t-value");
     let debug = format!("{cfg:?}");
     let json = serde_json::to_string(&cfg).expect("json");
     for shown in [&debug, &json] {
