@@ -326,7 +326,7 @@ fn bad_configs_point_at_the_problem() {
         ("listeners: [{ name: a, address: 127.0.0.1:1, tls: { http2: true } }]\n".into(),
          1, 51, "expected a certificate (cert and key, or certificates)"),
         (format!("{L}admin: {{ address: 0.0.0.0:9901 }}\n"), 2, 19, "admin token is required"),
-        (format!("{L}admin: {{ address: 127.0.0.1:8080 }}\n"), 1, 1, "admin.address: 127.0.0.1:8080 is also used by a listener"),
+        (format!("{L}admin: {{ address: 127.0.0.1:8080 }}\n"), 2, 8, "admin.address: 127.0.0.1:8080 is also used by a listener"),
         (format!("{L}routes:\n  - match: {{ path_prefix: / }}\n    upstream: nope\n"), 4, 15,
          "routes[0].upstream: unknown upstream \"nope\"; defined upstreams: none"),
         (format!("{L}{up}routes:\n  - match: {{ path_prefix: / }}\n    upstream: apu\n"), 7, 15,
