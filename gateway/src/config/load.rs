@@ -91,8 +91,11 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
     let mut f = Fields::open(root, "", errs)?;
     let server = f.get_or("server", ServerSettings::default(), errs, read_server);
     let listeners = f.require("listeners", errs, |n, p, e| read_listeners(n, p, e, base));
-    let admin_pos = f.pos();
-    let admin = f.get_or("admin", Admin::default(), errs, read_admin);
+    let mut admin_pos = f.pos();
+    let admin = f.get_or("admin", Admin::default(), errs, |n, p, e| {
+        admin_pos = n.pos;
+        read_admin(n, p, e)
+    });
     let upstreams = f.get("upstreams", errs, |n, _, e| Some(read_upstreams(n, e)));
     let declared = upstreams
         .as_ref()

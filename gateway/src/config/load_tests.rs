@@ -326,7 +326,7 @@ fn bad_configs_point_at_the_problem() {
         ("listeners: [{ name: a, address: 127.0.0.1:1, tls: { http2: true } }]\n".into(),
          1, 51, "expected a certificate (cert and key, or certificates)"),
         (format!("{L}admin: {{ address: 0.0.0.0:9901 }}\n"), 2, 19, "admin token is required"),
-        (format!("{L}admin: {{ address: 127.0.0.1:8080 }}\n"), 1, 1, "admin.address: 127.0.0.1:8080 is also used by a listener"),
+        (format!("{L}admin: {{ address: 127.0.0.1:8080 }}\n"), 2, 8, "admin.address: 127.0.0.1:8080 is also used by a listener"),
         (format!("{L}routes:\n  - match: {{ path_prefix: / }}\n    upstream: nope\n"), 4, 15,
          "routes[0].upstream: unknown upstream \"nope\"; defined upstreams: none"),
         (format!("{L}{up}routes:\n  - match: {{ path_prefix: / }}\n    upstream: apu\n"), 7, 15,
@@ -428,13 +428,18 @@ fn env_substitution_applies_to_values_not_keys() {
 #[test]
 fn secrets_are_redacted_in_debug_and_json() {
     let cfg = load(&format!(
-        "{L}admin: {{ address: 0.0.0.0:9901, token: \"${{ADMIN_TOKEN}}\" }}\n"
+        "{L}upstreams: {{ a: {{ targets: [127.0.0.1:1] }} }}\n\
+         routes:\n  - match: {{ path_prefix: / }}\n    upstream: a\n    \
+         plugins: [ jwt: {{ secret: \"${{ADMIN_TOKEN}}\" }} ]\n\
+         admin: {{ address: 0.0.0.0:9901, token: \"${{ADMIN_TOKEN}}\" }}\n"
     ))
     .unwrap_or_else(|e| panic!("{e}"));
+    // The values themselves are intact for the code that uses them.
     assert_eq!(
         cfg.admin.token.as_ref().map(Secret::expose),
         Some("s3cr3t-value")
     );
+    assert_eq!(cfg.routes[0].plugins[0].settings["secret"], "s3cr3t-value");
     let debug = format!("{cfg:?}");
     let json = serde_json::to_string(&cfg).expect("json");
     for shown in [&debug, &json] {

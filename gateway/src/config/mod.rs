@@ -11,6 +11,7 @@ mod fields;
 pub mod load;
 pub mod model;
 mod routes;
+pub mod secrets;
 pub mod units;
 mod upstreams;
 mod validate;

@@ -425,11 +425,13 @@ pub struct IpAccess {
 
 /// A plugin named in config with its raw settings (JSON value built from the YAML node),
 /// and the position it was written at so plugin errors can point at it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Debug output and serialization redact secret-named settings (see [`super::secrets`]).
+#[derive(Clone, Serialize, PartialEq)]
 pub struct PluginSpec {
     /// Registered plugin name.
     pub name: String,
     /// Its settings.
+    #[serde(serialize_with = "super::secrets::ser_redacted_json")]
     pub settings: serde_json::Value,
     /// Where it was written.
     #[serde(skip)]

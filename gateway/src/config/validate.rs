@@ -36,10 +36,15 @@ pub(crate) fn method(s: &str) -> Result<String, String> {
     Ok(s.to_ascii_uppercase())
 }
 
-/// A DNS name (letters, digits, hyphens; dot-separated labels).
+/// A DNS name (letters, digits, hyphens; dot-separated labels; the last label not all digits,
+/// so a mistyped IPv4 address like `10.0.0.300` is not taken for a name).
 fn is_dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_HOST_LEN
+        && !s
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
