@@ -64,8 +64,12 @@ fn main() {
 
     let mut builder = GatewayBuilder::from_config(config);
     builder.plugins().register("stamp", |settings| {
-        let value = settings["value"].as_str().ok_or("stamp needs a string `value`")?;
-        Ok(Arc::new(Stamp { value: value.to_string() }) as Arc<dyn Plugin>)
+        let value = settings["value"]
+            .as_str()
+            .ok_or("stamp needs a string `value`")?;
+        Ok(Arc::new(Stamp {
+            value: value.to_string(),
+        }) as Arc<dyn Plugin>)
     });
     match builder.build() {
         Ok(gateway) => gateway.run_forever(),

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "meridian", version, about = "A programmable API gateway and HLS CDN edge on Pingora")]
+#[command(
+    name = "meridian",
+    version,
+    about = "A programmable API gateway and HLS CDN edge on Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

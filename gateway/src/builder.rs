@@ -69,9 +69,16 @@ impl GatewayBuilder {
             .path
             .as_ref()
             .map_or_else(|| "<in code>".to_string(), |p| p.display().to_string());
-        let telemetry = Telemetry::new(&self.config.telemetry).map_err(|e| vec![format!("{source}: telemetry: {e}")])?;
+        let telemetry = Telemetry::new(&self.config.telemetry)
+            .map_err(|e| vec![format!("{source}: telemetry: {e}")])?;
         let config = Arc::new(self.config);
-        let plan = Plan::build(config.clone(), &source, None, &self.registry, control.handle())?;
+        let plan = Plan::build(
+            config.clone(),
+            &source,
+            None,
+            &self.registry,
+            control.handle(),
+        )?;
         let state = Arc::new(GatewayState::new(
             plan,
             Arc::new(telemetry),

@@ -10,14 +10,14 @@
 //! [`config`] turns YAML into a validated model; [`reload`] swaps plans atomically; [`admin`]
 //! serves the admin API; [`builder`] is the public entry point for embedders.
 
-pub mod config;
-pub mod router;
-pub mod telemetry;
-pub mod upstream;
 pub mod admin;
 pub mod builder;
+pub mod config;
 pub mod control;
 pub mod plan;
 pub mod proxy;
 pub mod reload;
+pub mod router;
 pub mod server;
+pub mod telemetry;
+pub mod upstream;

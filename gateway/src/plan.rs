@@ -113,7 +113,10 @@ impl Plan {
                 RouteUpstream::Single(n) => match pool(n) {
                     Some(u) => RouteTargets::Single(u),
                     None => {
-                        errors.push(format!("{source}: route {}: unknown upstream \"{n}\"", r.name));
+                        errors.push(format!(
+                            "{source}: route {}: unknown upstream \"{n}\"",
+                            r.name
+                        ));
                         continue;
                     }
                 },
@@ -133,7 +136,10 @@ impl Plan {
                     match WeightedSplit::new(parts) {
                         Some(split) => RouteTargets::Split(split, pools),
                         None => {
-                            errors.push(format!("{source}: route {}: a split needs a positive total weight", r.name));
+                            errors.push(format!(
+                                "{source}: route {}: a split needs a positive total weight",
+                                r.name
+                            ));
                             continue;
                         }
                     }

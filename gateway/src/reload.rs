@@ -70,7 +70,10 @@ impl GatewayState {
         Metrics::global().config_reloaded(result.is_ok());
         match &result {
             Ok(r) => info!("config reloaded: generation {}", r.generation),
-            Err(errs) => error!("config reload refused; still serving the previous config:\n{}", errs.join("\n")),
+            Err(errs) => error!(
+                "config reload refused; still serving the previous config:\n{}",
+                errs.join("\n")
+            ),
         }
         result
     }
@@ -78,16 +81,25 @@ impl GatewayState {
     fn reload_inner(&self) -> Result<Reloaded, Vec<String>> {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(path) = &self.config_path else {
-            return Err(vec!["this gateway was built in code: there is no file to reload".into()]);
+            return Err(vec![
+                "this gateway was built in code: there is no file to reload".into(),
+            ]);
         };
-        let cfg = config::load_file(path).map_err(|e| e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        let cfg = config::load_file(path)
+            .map_err(|e| e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         let old = self.plan.load_full();
         let mut warnings = Vec::new();
         if cfg.listeners != old.config.listeners {
-            warnings.push("listener changes are applied by a restart or a binary upgrade, not by reload".to_string());
+            warnings.push(
+                "listener changes are applied by a restart or a binary upgrade, not by reload"
+                    .to_string(),
+            );
         }
         if cfg.admin != old.config.admin || cfg.server != old.config.server {
-            warnings.push("admin and server settings are applied by a restart or a binary upgrade".to_string());
+            warnings.push(
+                "admin and server settings are applied by a restart or a binary upgrade"
+                    .to_string(),
+            );
         }
         if cfg.telemetry.otlp != old.config.telemetry.otlp {
             warnings.push("OTLP exporter changes are applied by a restart".to_string());
@@ -103,14 +115,19 @@ impl GatewayState {
         for w in &warnings {
             warn!("{w}");
         }
-        Ok(Reloaded { generation, warnings })
+        Ok(Reloaded {
+            generation,
+            warnings,
+        })
     }
 
     /// Starts the `SIGHUP` and file-watch triggers on the control runtime.
     pub fn start_triggers(self: &Arc<Self>, watch: bool) {
         let me = self.clone();
         self.rt.spawn(async move {
-            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
                 error!("cannot listen for SIGHUP; reload by SIGHUP is off");
                 return;
             };
@@ -121,7 +138,10 @@ impl GatewayState {
         });
         if let (true, Some(path)) = (watch, self.config_path.clone()) {
             if let Err(e) = self.watch_file(&path) {
-                warn!("cannot watch {}: {e}; reload by file change is off", path.display());
+                warn!(
+                    "cannot watch {}: {e}; reload by file change is off",
+                    path.display()
+                );
             }
         }
     }
@@ -134,7 +154,10 @@ impl GatewayState {
         let file = path.file_name().map(|f| f.to_os_string());
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev {
-                let ours = ev.paths.iter().any(|p| p.file_name().map(|f| f.to_os_string()) == file);
+                let ours = ev
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name().map(|f| f.to_os_string()) == file);
                 if ours && !ev.kind.is_access() {
                     let _ = tx.try_send(());
                 }
@@ -150,7 +173,10 @@ impl GatewayState {
             let _keep = watcher;
             while rx.recv().await.is_some() {
                 // Debounce: wait until the writes settle.
-                while let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {}
+                while let Ok(Some(())) =
+                    tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+                {
+                }
                 let me = me.clone();
                 let _ = tokio::task::spawn_blocking(move || me.reload()).await;
             }

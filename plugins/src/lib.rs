@@ -58,7 +58,8 @@ pub trait Plugin: Send + Sync + 'static {
 }
 
 /// Builds a plugin from its config settings (the YAML under its name, as JSON).
-pub type Factory = Arc<dyn Fn(&serde_json::Value) -> std::result::Result<Arc<dyn Plugin>, String> + Send + Sync>;
+pub type Factory =
+    Arc<dyn Fn(&serde_json::Value) -> std::result::Result<Arc<dyn Plugin>, String> + Send + Sync>;
 
 /// Plugin factories by name. Embedders add theirs with [`Registry::register`]; config names them.
 #[derive(Clone, Default)]
@@ -75,19 +76,29 @@ impl Registry {
     /// Registers (or replaces) a factory under `name`.
     pub fn register<F>(&mut self, name: &str, factory: F)
     where
-        F: Fn(&serde_json::Value) -> std::result::Result<Arc<dyn Plugin>, String> + Send + Sync + 'static,
+        F: Fn(&serde_json::Value) -> std::result::Result<Arc<dyn Plugin>, String>
+            + Send
+            + Sync
+            + 'static,
     {
         self.factories.insert(name.to_string(), Arc::new(factory));
     }
 
     /// Builds the plugin `name` from `settings`.
-    pub fn build(&self, name: &str, settings: &serde_json::Value) -> std::result::Result<Arc<dyn Plugin>, String> {
+    pub fn build(
+        &self,
+        name: &str,
+        settings: &serde_json::Value,
+    ) -> std::result::Result<Arc<dyn Plugin>, String> {
         match self.factories.get(name) {
             Some(f) => f(settings),
             None => {
                 let mut known: Vec<&str> = self.factories.keys().map(String::as_str).collect();
                 known.sort_unstable();
-                Err(format!("unknown plugin \"{name}\"; registered plugins: [{}]", known.join(", ")))
+                Err(format!(
+                    "unknown plugin \"{name}\"; registered plugins: [{}]",
+                    known.join(", ")
+                ))
             }
         }
     }

@@ -19,8 +19,19 @@ routes:
         up = up.addr
     ));
     let c = client();
-    assert_eq!(c.get(format!("{}/healthz", m.admin)).send().await.expect("healthz").status(), 200);
-    let r = c.get(format!("{}/admin/config", m.admin)).send().await.expect("config");
+    assert_eq!(
+        c.get(format!("{}/healthz", m.admin))
+            .send()
+            .await
+            .expect("healthz")
+            .status(),
+        200
+    );
+    let r = c
+        .get(format!("{}/admin/config", m.admin))
+        .send()
+        .await
+        .expect("config");
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
     let r = c
@@ -35,7 +46,12 @@ routes:
     let v: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(v["config"]["admin"]["token"], "<redacted>");
     assert_eq!(v["config"]["routes"][0]["name"], "all");
-    let r = c.get(format!("{}/nope", m.admin)).bearer_auth("s3cret-token").send().await.expect("404");
+    let r = c
+        .get(format!("{}/nope", m.admin))
+        .bearer_auth("s3cret-token")
+        .send()
+        .await
+        .expect("404");
     assert_eq!(r.status(), 404);
 }
 
@@ -47,16 +63,46 @@ fn check_reports_every_error_with_position() {
         "bad.yaml",
         "listeners:\n  - { name: a, address: \"127.0.0.1:1\" }\nupstreams:\n  u: { targets: [], balance: fastest }\nroutes:\n  - { match: { path_prefix: / }, upstream: missing, colour: red }\n",
     );
-    let out = std::process::Command::new(binary()).args(["check", "-c"]).arg(&cfg).output().expect("run check");
+    let out = std::process::Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("run check");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("bad.yaml:")).collect();
     assert!(lines.len() >= 4, "expected 4+ errors:\n{err}");
-    assert!(lines.iter().any(|l| l.contains("bad.yaml:4:") && l.contains("fastest")), "{err}");
-    assert!(lines.iter().any(|l| l.contains("bad.yaml:6:") && l.contains("colour")), "{err}");
-    let good = write_file(dir.path(), "good.yaml", "listeners: [ { name: a, address: \"127.0.0.1:1\" } ]\n");
-    let out = std::process::Command::new(binary()).args(["check", "-c"]).arg(&good).output().expect("run check");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = std::process::Command::new(binary()).arg("--version").output().expect("version");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("bad.yaml:4:") && l.contains("fastest")),
+        "{err}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("bad.yaml:6:") && l.contains("colour")),
+        "{err}"
+    );
+    let good = write_file(
+        dir.path(),
+        "good.yaml",
+        "listeners: [ { name: a, address: \"127.0.0.1:1\" } ]\n",
+    );
+    let out = std::process::Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&good)
+        .output()
+        .expect("run check");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(binary())
+        .arg("--version")
+        .output()
+        .expect("version");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("meridian "));
 }

@@ -5,7 +5,11 @@ use std::time::Duration;
 use crate::harness::*;
 
 async fn setup(balance: &str, weights: [u32; 3]) -> (Vec<Upstream>, Meridian, u16) {
-    let ups = vec![Upstream::start("u0").await, Upstream::start("u1").await, Upstream::start("u2").await];
+    let ups = vec![
+        Upstream::start("u0").await,
+        Upstream::start("u1").await,
+        Upstream::start("u2").await,
+    ];
     let port = free_port();
     let targets: Vec<String> = ups
         .iter()
@@ -36,7 +40,14 @@ async fn round_robin_is_even() {
     let (ups, _m, port) = setup("round_robin", [1, 1, 1]).await;
     let c = client();
     for _ in 0..30 {
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status(), 200);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            200
+        );
     }
     assert_eq!(hits(&ups), vec![10, 10, 10]);
 }
@@ -46,7 +57,14 @@ async fn weighted_follows_weights() {
     let (ups, _m, port) = setup("weighted", [5, 3, 1]).await;
     let c = client();
     for _ in 0..90 {
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status(), 200);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            200
+        );
     }
     assert_eq!(hits(&ups), vec![50, 30, 10]);
 }
@@ -70,7 +88,11 @@ async fn ketama_keeps_a_key_on_one_target() {
         let moved: Vec<usize> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         assert!(moved.contains(&5), "user-{user} was spread: {moved:?}");
     }
-    assert!(hits(&ups).iter().all(|&h| h > 0), "30 keys all on one target: {:?}", hits(&ups));
+    assert!(
+        hits(&ups).iter().all(|&h| h > 0),
+        "30 keys all on one target: {:?}",
+        hits(&ups)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,18 +104,30 @@ async fn least_conn_avoids_the_busy_target() {
     let mut slow = Vec::new();
     for _ in 0..3 {
         let c = c.clone();
-        slow.push(tokio::spawn(async move { c.get(format!("http://127.0.0.1:{port}/")).send().await }));
+        slow.push(tokio::spawn(async move {
+            c.get(format!("http://127.0.0.1:{port}/")).send().await
+        }));
     }
     assert!(wait_until(Duration::from_secs(5), || ups[0].hits() >= 1));
     let busy_before = ups[0].hits();
     for _ in 0..20 {
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status(), 200);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            200
+        );
     }
     for s in slow {
         let _ = s.await;
     }
     let extra_on_busy = ups[0].hits() - busy_before;
-    assert!(extra_on_busy <= 2, "least_conn sent {extra_on_busy} of 20 to the busy target");
+    assert!(
+        extra_on_busy <= 2,
+        "least_conn sent {extra_on_busy} of 20 to the busy target"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,7 +136,14 @@ async fn p2c_ewma_prefers_the_fast_targets() {
     ups[0].set_delay(Duration::from_millis(60));
     let c = client();
     for _ in 0..150 {
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status(), 200);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            200
+        );
     }
     let h = hits(&ups);
     assert!(h[0] * 4 < h[1] + h[2], "slow target got too many: {h:?}");

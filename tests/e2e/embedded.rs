@@ -8,18 +8,29 @@ use crate::harness::*;
 fn example_binary() -> std::path::PathBuf {
     // target/<profile>/deps/e2e-<hash> → target/<profile>/examples/embedded
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
     profile_dir.join("examples").join("embedded")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_example_serves_with_its_plugin() {
     let bin = example_binary();
-    assert!(bin.exists(), "{} missing: cargo builds examples with the tests", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: cargo builds examples with the tests",
+        bin.display()
+    );
     let up = Upstream::start("origin").await;
     let (port, admin) = (free_port(), free_port());
     let mut child = Command::new(&bin)
-        .args([format!("127.0.0.1:{port}"), up.addr.to_string(), format!("127.0.0.1:{admin}")])
+        .args([
+            format!("127.0.0.1:{port}"),
+            up.addr.to_string(),
+            format!("127.0.0.1:{admin}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -29,7 +40,11 @@ async fn embedded_example_serves_with_its_plugin() {
     });
     let result = async {
         assert!(ready, "embedded example never became ready");
-        let r = client().get(format!("http://127.0.0.1:{port}/hi")).send().await.expect("req");
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}/hi"))
+            .send()
+            .await
+            .expect("req");
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-stamp"], "hello");
         assert_eq!(r.headers()["x-upstream"], "origin");

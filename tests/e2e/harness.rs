@@ -90,7 +90,9 @@ impl Drop for Upstream {
 impl Upstream {
     /// Starts an HTTP/1.1 + h2c upstream named `name` answering 200.
     pub async fn start(name: &str) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(UpstreamState {
             name: name.to_string(),
@@ -105,7 +107,9 @@ impl Upstream {
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 if !st.up.load(Ordering::SeqCst) {
                     drop(stream);
                     continue;
@@ -113,9 +117,10 @@ impl Upstream {
                 let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(st.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let mut builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder.http1().max_headers(1000);
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
@@ -139,7 +144,9 @@ impl Upstream {
 
     /// Sets the answer delay.
     pub fn set_delay(&self, d: Duration) {
-        self.state.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// The last request seen.
@@ -148,14 +155,24 @@ impl Upstream {
     }
 }
 
-async fn handle(st: Arc<UpstreamState>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    st: Arc<UpstreamState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path() == "/healthz" {
         st.health_hits.fetch_add(1, Ordering::SeqCst);
         let s = st.health_status.load(Ordering::SeqCst);
-        return Ok(Response::builder().status(s).body(Full::new(Bytes::from("health\n"))).expect("resp"));
+        return Ok(Response::builder()
+            .status(s)
+            .body(Full::new(Bytes::from("health\n")))
+            .expect("resp"));
     }
     let method = req.method().to_string();
-    let uri = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let mut headers = BTreeMap::new();
     for (k, v) in req.headers() {
         let v = String::from_utf8_lossy(v.as_bytes()).to_string();
@@ -167,7 +184,13 @@ async fn handle(st: Arc<UpstreamState>, req: Request<Incoming>) -> Result<Respon
             })
             .or_insert(v);
     }
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        // A body that did not arrive whole is not a request this upstream received.
+        return Ok(Response::builder()
+            .status(400)
+            .body(Full::new(Bytes::new()))
+            .expect("resp"));
+    };
     st.hits.fetch_add(1, Ordering::SeqCst);
     *st.last.lock().expect("lock") = Some(Seen {
         method: method.clone(),
@@ -180,7 +203,10 @@ async fn handle(st: Arc<UpstreamState>, req: Request<Incoming>) -> Result<Respon
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let status = st.status.load(Ordering::SeqCst);
-    let body = format!("{{\"upstream\":\"{}\",\"method\":\"{method}\",\"uri\":\"{uri}\"}}", st.name);
+    let body = format!(
+        "{{\"upstream\":\"{}\",\"method\":\"{method}\",\"uri\":\"{uri}\"}}",
+        st.name
+    );
     Ok(Response::builder()
         .status(status)
         .header("x-upstream", st.name.as_str())
@@ -246,8 +272,12 @@ impl Meridian {
             .args(["run", "-c"])
             .arg(&config)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::from(std::fs::File::create(&stdout).expect("stdout file")))
-            .stderr(Stdio::from(std::fs::File::create(&stderr).expect("stderr file")))
+            .stdout(Stdio::from(
+                std::fs::File::create(&stdout).expect("stdout file"),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(&stderr).expect("stderr file"),
+            ))
             .spawn()
             .expect("spawn meridian");
         let mut m = Meridian {
@@ -262,7 +292,8 @@ impl Meridian {
             if let Ok(Some(_)) = m.child.try_wait() {
                 return true;
             }
-            raw_get(&format!("127.0.0.1:{admin_port}"), "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            raw_get(&format!("127.0.0.1:{admin_port}"), "/readyz")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
         });
         if !ready || m.child.try_wait().ok().flatten().is_some() {
             let err = std::fs::read_to_string(&m.stderr).unwrap_or_default();
@@ -285,8 +316,12 @@ impl Meridian {
     pub fn write_config(&self, yaml: &str) {
         let admin = self.admin.trim_start_matches("http://");
         let d = self.dir.path().display();
-        let yaml = yaml.replace("{admin}", admin).replace("{dir}", &d.to_string());
-        let yaml = format!("server: {{ upgrade_sock: {d}/upgrade.sock, pid_file: {d}/meridian.pid }}\n{yaml}");
+        let yaml = yaml
+            .replace("{admin}", admin)
+            .replace("{dir}", &d.to_string());
+        let yaml = format!(
+            "server: {{ upgrade_sock: {d}/upgrade.sock, pid_file: {d}/meridian.pid }}\n{yaml}"
+        );
         let tmp = self.dir.path().join("meridian.yaml.tmp");
         std::fs::write(&tmp, yaml).expect("write");
         std::fs::rename(&tmp, &self.config).expect("rename");
@@ -326,13 +361,19 @@ pub fn raw(addr: &str, request: &[u8]) -> String {
 
 /// A one-shot `GET path` with `Connection: close`.
 pub fn raw_get(addr: &str, path: &str) -> Option<String> {
-    let r = raw(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
+    let r = raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
     (!r.is_empty()).then_some(r)
 }
 
 /// The status code of a raw HTTP/1.1 response text (0 when none).
 pub fn status_of(resp: &str) -> u16 {
-    resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    resp.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A reqwest client without connection reuse surprises.

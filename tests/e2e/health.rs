@@ -35,11 +35,18 @@ routes:
         b = b.addr
     ));
     b.set_health(500);
-    assert!(wait_until(Duration::from_secs(5), || b.state.health_hits.load(std::sync::atomic::Ordering::SeqCst) >= 3));
+    assert!(wait_until(Duration::from_secs(5), || b
+        .state
+        .health_hits
+        .load(std::sync::atomic::Ordering::SeqCst)
+        >= 3));
     let mut unhealthy = false;
     for _ in 0..100 {
         let v = upstreams_json(&m.admin).await;
-        let targets = v["upstreams"]["pool"]["targets"].as_array().cloned().unwrap_or_default();
+        let targets = v["upstreams"]["pool"]["targets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if targets.iter().any(|t| t["healthy"] == false) {
             unhealthy = true;
             break;
@@ -50,14 +57,24 @@ routes:
     let c = client();
     let before = b.hits();
     for _ in 0..20 {
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status(), 200);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            200
+        );
     }
     assert_eq!(b.hits(), before, "an unhealthy target got traffic");
     b.set_health(200);
     let mut recovered = false;
     for _ in 0..100 {
         for _ in 0..4 {
-            c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req");
+            c.get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .expect("req");
         }
         if b.hits() > before {
             recovered = true;
@@ -91,7 +108,10 @@ routes:
     let mut down = false;
     for _ in 0..100 {
         let v = upstreams_json(&m.admin).await;
-        let targets = v["upstreams"]["pool"]["targets"].as_array().cloned().unwrap_or_default();
+        let targets = v["upstreams"]["pool"]["targets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if targets.iter().filter(|t| t["healthy"] == false).count() == 1 {
             down = true;
             break;
@@ -101,7 +121,14 @@ routes:
     assert!(down, "closed port never marked down");
     let c = client();
     for _ in 0..10 {
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status(), 200);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            200
+        );
     }
 }
 
@@ -129,7 +156,12 @@ routes:
     let c = client();
     let mut fails = 0;
     for _ in 0..40 {
-        let s = c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("req").status();
+        let s = c
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect("req")
+            .status();
         if s == 500 {
             fails += 1;
         }
@@ -137,6 +169,9 @@ routes:
     assert_eq!(b.hits(), 3, "b should be ejected after 3 consecutive 5xx");
     assert_eq!(fails, 3);
     let v = upstreams_json(&m.admin).await;
-    let targets = v["upstreams"]["pool"]["targets"].as_array().cloned().unwrap_or_default();
+    let targets = v["upstreams"]["pool"]["targets"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(targets.iter().any(|t| t["ejections"] == 1), "{v}");
 }

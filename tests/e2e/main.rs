@@ -4,8 +4,8 @@
 mod harness;
 
 mod admin;
-mod embedded;
 mod balancing;
+mod embedded;
 mod health;
 mod protection;
 mod reload;

@@ -55,7 +55,12 @@ fn start_load(port: u16, workers: usize) -> Load {
             })
         })
         .collect();
-    Load { stop, ok, failed, tasks }
+    Load {
+        stop,
+        ok,
+        failed,
+        tasks,
+    }
 }
 
 impl Load {
@@ -64,7 +69,10 @@ impl Load {
         for t in self.tasks {
             let _ = t.await;
         }
-        (self.ok.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -104,7 +112,11 @@ async fn reload_under_load_loses_nothing() {
         match i % 3 {
             // the admin API
             0 => {
-                let r = c.post(format!("{}/admin/reload", m.admin)).send().await.expect("reload");
+                let r = c
+                    .post(format!("{}/admin/reload", m.admin))
+                    .send()
+                    .await
+                    .expect("reload");
                 assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
             }
             // SIGHUP
@@ -112,12 +124,20 @@ async fn reload_under_load_loses_nothing() {
             // the file watch picks it up by itself
             _ => {}
         }
-        assert!(wait_generation(port, &format!("g{i}")).await, "reload {i} not applied");
+        assert!(
+            wait_generation(port, &format!("g{i}")).await,
+            "reload {i} not applied"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (ok, failed) = load.finish().await;
     assert!(ok > 100, "too little traffic to mean anything: {ok}");
-    assert_eq!(failed, 0, "{failed} of {} requests failed during reloads", ok + failed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during reloads",
+        ok + failed
+    );
     assert!(a.hits() > 0 && b.hits() > 0);
 }
 
@@ -129,7 +149,11 @@ async fn invalid_reload_is_refused_and_old_config_keeps_serving() {
     let load = start_load(port, 4);
     // unknown upstream and an unknown key
     m.write_config(&config(port, &a, &b, "bad", "nowhere").replace("path_prefix", "path_prefx"));
-    let r = client().post(format!("{}/admin/reload", m.admin)).send().await.expect("reload");
+    let r = client()
+        .post(format!("{}/admin/reload", m.admin))
+        .send()
+        .await
+        .expect("reload");
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.expect("json");
     let errors: Vec<String> = v["errors"]
@@ -139,7 +163,12 @@ async fn invalid_reload_is_refused_and_old_config_keeps_serving() {
         .map(|e| e.as_str().unwrap_or("").to_string())
         .collect();
     assert!(errors.len() >= 2, "{errors:?}");
-    assert!(errors.iter().any(|e| e.contains("meridian.yaml:") && e.contains("path_prefx")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("meridian.yaml:") && e.contains("path_prefx")),
+        "{errors:?}"
+    );
     assert!(errors.iter().any(|e| e.contains("nowhere")), "{errors:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(generation_header(port).await, "good");

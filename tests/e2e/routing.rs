@@ -21,32 +21,104 @@ const fn case(
     upstream: &'static str,
     upstream_uri: &'static str,
 ) -> Case {
-    Case { host, method, path, headers, status, upstream, upstream_uri }
+    Case {
+        host,
+        method,
+        path,
+        headers,
+        status,
+        upstream,
+        upstream_uri,
+    }
 }
 
 const CASES: &[Case] = &[
     // exact host + exact path beats the wildcard host
-    case("api.example.com", "GET", "/v1/users", &[], 200, "a", "/v1/users"),
+    case(
+        "api.example.com",
+        "GET",
+        "/v1/users",
+        &[],
+        200,
+        "a",
+        "/v1/users",
+    ),
     // wildcard host, prefix
-    case("shop.example.com", "GET", "/v1/users", &[], 200, "b", "/v1/users"),
+    case(
+        "shop.example.com",
+        "GET",
+        "/v1/users",
+        &[],
+        200,
+        "b",
+        "/v1/users",
+    ),
     case("deep.shop.example.com", "GET", "/x", &[], 200, "b", "/x"),
     // template with capture and rewrite; query kept
-    case("other.test", "GET", "/items/42?full=1", &[], 200, "c", "/internal/items/42?full=1"),
+    case(
+        "other.test",
+        "GET",
+        "/items/42?full=1",
+        &[],
+        200,
+        "c",
+        "/internal/items/42?full=1",
+    ),
     // regex
-    case("other.test", "GET", "/v7/legacy/thing", &[], 200, "a", "/v7/legacy/thing"),
+    case(
+        "other.test",
+        "GET",
+        "/v7/legacy/thing",
+        &[],
+        200,
+        "a",
+        "/v7/legacy/thing",
+    ),
     // method predicate
     case("other.test", "POST", "/submit", &[], 200, "a", "/submit"),
     case("other.test", "GET", "/submit", &[], 200, "b", "/submit"),
     // header predicate beats the same path without it
-    case("other.test", "GET", "/feature", &[("x-canary", "1")], 200, "c", "/feature"),
+    case(
+        "other.test",
+        "GET",
+        "/feature",
+        &[("x-canary", "1")],
+        200,
+        "c",
+        "/feature",
+    ),
     case("other.test", "GET", "/feature", &[], 200, "a", "/feature"),
     // query predicate
-    case("other.test", "GET", "/feature?preview=1", &[], 200, "c", "/feature?preview=1"),
+    case(
+        "other.test",
+        "GET",
+        "/feature?preview=1",
+        &[],
+        200,
+        "c",
+        "/feature?preview=1",
+    ),
     // strip_prefix rewrite
     case("other.test", "GET", "/svc/b/hello", &[], 200, "b", "/hello"),
     // normalisation: dot segments and merged slashes before matching, and upstream sees it
-    case("other.test", "GET", "/public/../items/7", &[], 200, "c", "/internal/items/7"),
-    case("other.test", "GET", "//items///8", &[], 200, "c", "/internal/items/8"),
+    case(
+        "other.test",
+        "GET",
+        "/public/../items/7",
+        &[],
+        200,
+        "c",
+        "/internal/items/7",
+    ),
+    case(
+        "other.test",
+        "GET",
+        "//items///8",
+        &[],
+        200,
+        "c",
+        "/internal/items/8",
+    ),
     // `/a/../admin` cannot bypass the admin rule (deny all)
     case("other.test", "GET", "/public/../admin/x", &[], 403, "", ""),
     case("other.test", "GET", "/%2e%2e/admin", &[], 403, "", ""),
@@ -59,7 +131,11 @@ const CASES: &[Case] = &[
 
 #[tokio::test(flavor = "multi_thread")]
 async fn routing_table() {
-    let (a, b, c) = (Upstream::start("a").await, Upstream::start("b").await, Upstream::start("c").await);
+    let (a, b, c) = (
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    );
     let port = free_port();
     let m = Meridian::start(&format!(
         r#"
@@ -91,7 +167,10 @@ routes:
     let _ = &m;
     let ups = [("a", &a), ("b", &b), ("c", &c)];
     for (i, t) in CASES.iter().enumerate() {
-        let mut req = format!("{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", t.method, t.path, t.host);
+        let mut req = format!(
+            "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            t.method, t.path, t.host
+        );
         for (k, v) in t.headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -101,11 +180,21 @@ routes:
         req.push_str("\r\n");
         let before: Vec<usize> = ups.iter().map(|(_, u)| u.hits()).collect();
         let resp = raw(&format!("127.0.0.1:{port}"), req.as_bytes());
-        assert_eq!(status_of(&resp), t.status, "case {i} {} {}: {resp}", t.method, t.path);
+        assert_eq!(
+            status_of(&resp),
+            t.status,
+            "case {i} {} {}: {resp}",
+            t.method,
+            t.path
+        );
         for (j, (name, u)) in ups.iter().enumerate() {
             let got = u.hits() - before[j];
             let want = usize::from(*name == t.upstream);
-            assert_eq!(got, want, "case {i} {} {}: upstream {name} hits", t.method, t.path);
+            assert_eq!(
+                got, want,
+                "case {i} {} {}: upstream {name} hits",
+                t.method, t.path
+            );
             if want == 1 {
                 let seen = u.last().expect("seen");
                 assert_eq!(seen.uri, t.upstream_uri, "case {i}: upstream URI");
@@ -152,15 +241,30 @@ routes:
         assert!(r.headers().get("x-upstream").is_none());
     }
     let share_a = a.hits() as f64 / n as f64;
-    assert!((0.72..=0.88).contains(&share_a), "split share of a: {share_a}");
+    assert!(
+        (0.72..=0.88).contains(&share_a),
+        "split share of a: {share_a}"
+    );
     assert_eq!(a.hits() + b.hits(), n);
     let seen = a.last().expect("seen");
     assert_eq!(seen.headers.get("x-set").map(String::as_str), Some("yes"));
     assert_eq!(seen.headers.get("x-add").map(String::as_str), Some("0, 1"));
     assert!(!seen.headers.contains_key("x-drop"));
     // forwarded headers and request id
-    assert_eq!(seen.headers.get("x-forwarded-for").map(String::as_str), Some("127.0.0.1"));
-    assert_eq!(seen.headers.get("x-forwarded-proto").map(String::as_str), Some("http"));
-    assert!(seen.headers.get("forwarded").is_some_and(|f| f.starts_with("for=127.0.0.1;proto=http")));
-    assert!(seen.headers.get("x-request-id").is_some_and(|id| !id.is_empty()));
+    assert_eq!(
+        seen.headers.get("x-forwarded-for").map(String::as_str),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        seen.headers.get("x-forwarded-proto").map(String::as_str),
+        Some("http")
+    );
+    assert!(seen
+        .headers
+        .get("forwarded")
+        .is_some_and(|f| f.starts_with("for=127.0.0.1;proto=http")));
+    assert!(seen
+        .headers
+        .get("x-request-id")
+        .is_some_and(|id| !id.is_empty()));
 }

@@ -27,7 +27,10 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 fn metric(m: &HashMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
     m.iter()
         .filter(|(k, _)| {
-            k.split('{').next() == Some(name) && labels.iter().all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+            k.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
         })
         .map(|(_, v)| v)
         .sum()
@@ -51,10 +54,24 @@ routes:
     ));
     let c = client();
     for _ in 0..7 {
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/api/x?q=1")).send().await.expect("req").status(), 200);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/api/x?q=1"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            200
+        );
     }
     for _ in 0..3 {
-        assert_eq!(c.get(format!("http://127.0.0.1:{port}/nope")).send().await.expect("req").status(), 404);
+        assert_eq!(
+            c.get(format!("http://127.0.0.1:{port}/nope"))
+                .send()
+                .await
+                .expect("req")
+                .status(),
+            404
+        );
     }
     let r = c
         .get(format!("http://127.0.0.1:{port}/api/kept"))
@@ -63,15 +80,40 @@ routes:
         .await
         .expect("req");
     assert_eq!(r.headers()["x-request-id"], "client-chosen-id-1");
-    let text = c.get(format!("{}/metrics", m.admin)).send().await.expect("metrics").text().await.expect("body");
+    let text = c
+        .get(format!("{}/metrics", m.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
     let parsed = parse_metrics(&text);
     assert_eq!(
-        metric(&parsed, "meridian_http_requests_total", &[("route", "api"), ("status_class", "2xx")]),
+        metric(
+            &parsed,
+            "meridian_http_requests_total",
+            &[("route", "api"), ("status_class", "2xx")]
+        ),
         8.0,
         "{text}"
     );
-    assert!(metric(&parsed, "meridian_http_request_duration_seconds_count", &[("route", "api")]) >= 8.0);
-    assert_eq!(metric(&parsed, "meridian_upstream_target_healthy", &[("upstream", "up")]), 1.0, "{text}");
+    assert!(
+        metric(
+            &parsed,
+            "meridian_http_request_duration_seconds_count",
+            &[("route", "api")]
+        ) >= 8.0
+    );
+    assert_eq!(
+        metric(
+            &parsed,
+            "meridian_upstream_target_healthy",
+            &[("upstream", "up")]
+        ),
+        1.0,
+        "{text}"
+    );
 
     let mut lines = Vec::new();
     assert!(wait_until(Duration::from_secs(5), || {
@@ -99,19 +141,28 @@ routes:
 async fn otlp_spans_carry_the_incoming_trace_id() {
     // The OTLP/HTTP endpoint: records every POST body to /v1/traces.
     let bodies: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let otlp = listener.local_addr().expect("addr");
     let b = bodies.clone();
     let server = tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { continue };
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
             let b = b.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let b = b.clone();
                     async move {
                         let path = req.uri().path().to_string();
-                        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
                         if path == "/v1/traces" {
                             b.lock().expect("lock").push(body);
                         }
@@ -148,7 +199,13 @@ routes:
         .expect("req");
     assert_eq!(r.status(), 200);
     // The upstream got the same trace id with Meridian's span as parent.
-    let tp = up.last().expect("seen").headers.get("traceparent").cloned().expect("traceparent upstream");
+    let tp = up
+        .last()
+        .expect("seen")
+        .headers
+        .get("traceparent")
+        .cloned()
+        .expect("traceparent upstream");
     let parts: Vec<&str> = tp.split('-').collect();
     assert_eq!(parts[1], trace_id);
     assert_ne!(parts[2], parent);
@@ -156,14 +213,24 @@ routes:
     let tid = hex(trace_id);
     let pid = hex(parent);
     let found = wait_until(Duration::from_secs(15), || {
-        bodies.lock().expect("lock").iter().any(|b| contains(b, &tid) && contains(b, &pid))
+        bodies
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|b| contains(b, &tid) && contains(b, &pid))
     });
     server.abort();
-    assert!(found, "no exported span with trace id {trace_id} and parent {parent}");
+    assert!(
+        found,
+        "no exported span with trace id {trace_id} and parent {parent}"
+    );
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

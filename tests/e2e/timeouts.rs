@@ -22,9 +22,17 @@ routes:
         slow = slow.addr
     ));
     let t = Instant::now();
-    let r = client().get(format!("http://127.0.0.1:{port}/")).send().await.expect("req");
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("req");
     assert_eq!(r.status(), 504);
-    assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,11 +58,22 @@ routes:
         s2 = s2.addr
     ));
     let t = Instant::now();
-    let r = client().get(format!("http://127.0.0.1:{port}/")).send().await.expect("req");
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("req");
     let took = t.elapsed();
     assert_eq!(r.status(), 504);
-    assert!(took >= Duration::from_millis(550) && took < Duration::from_millis(1500), "took {took:?}");
-    assert_eq!(s1.hits() + s2.hits(), 2, "first try 400ms, the retry gets the 200ms left");
+    assert!(
+        took >= Duration::from_millis(550) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
+    assert_eq!(
+        s1.hits() + s2.hits(),
+        2,
+        "first try 400ms, the retry gets the 200ms left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -82,8 +101,16 @@ routes:
 "#
     ));
     let t = Instant::now();
-    let r = client().get(format!("http://127.0.0.1:{port}/")).send().await.expect("req");
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("req");
     assert_eq!(r.status(), 502);
-    assert!(t.elapsed() < Duration::from_millis(1500), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        t.elapsed()
+    );
     drop(listener);
 }

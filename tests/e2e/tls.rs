@@ -16,10 +16,13 @@ struct Pki {
 fn make_pki(dir: &Path) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
     let leaf = |names: &[&str], file: &str| {
         let key = KeyPair::generate().expect("key");
-        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
         let cert = params.signed_by(&key, &ca).expect("sign");
         write_file(dir, &format!("{file}.pem"), &cert.pem());
         write_file(dir, &format!("{file}.key"), &key.serialize_pem());
@@ -31,7 +34,12 @@ fn make_pki(dir: &Path) -> Pki {
     Pki { ca_pem: ca.pem() }
 }
 
-fn tls_client(pki: &Pki, names: &[&str], addr: SocketAddr, identity: Option<reqwest::Identity>) -> reqwest::Client {
+fn tls_client(
+    pki: &Pki,
+    names: &[&str],
+    addr: SocketAddr,
+    identity: Option<reqwest::Identity>,
+) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("ca"))
@@ -73,13 +81,23 @@ routes:
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let c = tls_client(&pki, &["a.example.com", "x.b.example.com"], addr, None);
     for host in ["a.example.com", "x.b.example.com"] {
-        let r = c.get(format!("https://{host}:{port}/hello")).send().await.expect("TLS request");
+        let r = c
+            .get(format!("https://{host}:{port}/hello"))
+            .send()
+            .await
+            .expect("TLS request");
         assert_eq!(r.status(), 200, "{host}");
         assert_eq!(r.version(), reqwest::Version::HTTP_2, "{host}");
     }
     let seen = up.last().expect("seen");
-    assert_eq!(seen.headers.get("x-forwarded-proto").map(String::as_str), Some("https"));
-    assert_eq!(seen.headers.get("x-forwarded-host").map(String::as_str), Some("x.b.example.com"));
+    assert_eq!(
+        seen.headers.get("x-forwarded-proto").map(String::as_str),
+        Some("https")
+    );
+    assert_eq!(
+        seen.headers.get("x-forwarded-host").map(String::as_str),
+        Some("x.b.example.com")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,13 +124,21 @@ routes:
     ));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let anonymous = tls_client(&pki, &["a.example.com"], addr, None);
-    assert!(anonymous.get(format!("https://a.example.com:{port}/")).send().await.is_err());
+    assert!(anonymous
+        .get(format!("https://a.example.com:{port}/"))
+        .send()
+        .await
+        .is_err());
     assert_eq!(up.hits(), 0);
     let pem = std::fs::read_to_string(dir.path().join("client.pem")).expect("pem")
         + &std::fs::read_to_string(dir.path().join("client.key")).expect("key");
     let id = reqwest::Identity::from_pem(pem.as_bytes()).expect("identity");
     let authed = tls_client(&pki, &["a.example.com"], addr, Some(id));
-    let r = authed.get(format!("https://a.example.com:{port}/")).send().await.expect("mTLS request");
+    let r = authed
+        .get(format!("https://a.example.com:{port}/"))
+        .send()
+        .await
+        .expect("mTLS request");
     assert_eq!(r.status(), 200);
 }
 
@@ -132,11 +158,22 @@ routes:
 "#,
         up = up.addr
     ));
-    let c = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
-    let r = c.get(format!("http://127.0.0.1:{port}/")).send().await.expect("h2c request");
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("h2c request");
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     // HTTP/1.1 still works on the same listener
-    let r = client().get(format!("http://127.0.0.1:{port}/")).send().await.expect("h1 request");
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("h1 request");
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
 }

@@ -52,7 +52,12 @@ impl AdminApp {
         let pools: serde_json::Map<String, serde_json::Value> = plan
             .upstreams
             .iter()
-            .map(|(name, pool)| (name.to_string(), serde_json::to_value(pool.snapshot()).unwrap_or_default()))
+            .map(|(name, pool)| {
+                (
+                    name.to_string(),
+                    serde_json::to_value(pool.snapshot()).unwrap_or_default(),
+                )
+            })
             .collect();
         json!({ "generation": plan.generation, "upstreams": pools })
     }
@@ -63,7 +68,10 @@ impl AdminApp {
         for (name, pool) in plan.upstreams.iter() {
             let handles = m.upstream_handles(name);
             for t in pool.snapshot().targets {
-                handles.set_target_healthy(&t.address.to_string(), t.healthy && t.ejected_for_ms.is_none());
+                handles.set_target_healthy(
+                    &t.address.to_string(),
+                    t.healthy && t.ejected_for_ms.is_none(),
+                );
             }
         }
         m.render()
@@ -108,7 +116,11 @@ impl ServeHttp for AdminApp {
             _ => {}
         }
         if !self.authorized(session) {
-            let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "admin token required\n");
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "admin token required\n",
+            );
             r.headers_mut().insert(
                 http::header::WWW_AUTHENTICATE,
                 http::HeaderValue::from_static("Bearer realm=\"meridian-admin\""),
@@ -116,24 +128,36 @@ impl ServeHttp for AdminApp {
             return r;
         }
         match (method.as_str(), path.as_str()) {
-            ("GET", "/metrics") => reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics()),
+            ("GET", "/metrics") => {
+                reply(StatusCode::OK, "text/plain; version=0.0.4", self.metrics())
+            }
             ("GET", "/admin/config") => {
                 let plan = self.state.plan.load();
                 let cfg = serde_json::to_value(&*plan.config).unwrap_or_default();
-                json_reply(StatusCode::OK, &json!({ "generation": plan.generation, "config": cfg }))
+                json_reply(
+                    StatusCode::OK,
+                    &json!({ "generation": plan.generation, "config": cfg }),
+                )
             }
             ("GET", "/admin/upstreams") => json_reply(StatusCode::OK, &self.upstreams()),
             ("POST", "/admin/reload") => {
                 let state = self.state.clone();
                 match tokio::task::spawn_blocking(move || state.reload()).await {
                     Ok(Ok(r)) => json_reply(StatusCode::OK, &json!(r)),
-                    Ok(Err(errors)) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": errors })),
-                    Err(_) => json_reply(StatusCode::INTERNAL_SERVER_ERROR, &json!({ "errors": ["reload task failed"] })),
+                    Ok(Err(errors)) => {
+                        json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": errors }))
+                    }
+                    Err(_) => json_reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &json!({ "errors": ["reload task failed"] }),
+                    ),
                 }
             }
-            (_, "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload") => {
-                reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n")
-            }
+            (_, "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload") => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "method not allowed\n",
+            ),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
         }
     }

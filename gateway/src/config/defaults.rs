@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    HeaderRules, PathMatch, Route, RouteMatch, RouteUpstream,
-    AccessLog, Admin, Balance, Config, EncodedSlash, HealthCheck, HealthKind, IpAccess, Keepalive,
-    Limits, Outlier, Retries, RetryOn, ServerSettings, Target, Telemetry, Timeouts, Upstream,
+    AccessLog, Admin, Balance, Config, EncodedSlash, HeaderRules, HealthCheck, HealthKind,
+    IpAccess, Keepalive, Limits, Outlier, PathMatch, Retries, RetryOn, Route, RouteMatch,
+    RouteUpstream, ServerSettings, Target, Telemetry, Timeouts, Upstream,
 };
 
 /// How often DNS names among upstream targets are re-resolved by default.

@@ -32,7 +32,10 @@ fn status_error(status: u16, why: &'static str) -> Box<Error> {
 }
 
 /// Chooses the target of the next attempt and builds its peer.
-pub async fn next_peer(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+pub async fn next_peer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<Box<HttpPeer>> {
     let Some(upstream) = ctx.upstream.clone() else {
         ctx.reason = Some("no upstream for route");
         return Err(status_error(503, "no upstream for route"));
@@ -70,7 +73,12 @@ pub async fn next_peer(session: &mut Session, ctx: &mut RequestCtx) -> pingora::
     let (tls, sni) = match &up.tls {
         Some(t) => (
             true,
-            t.sni.clone().unwrap_or_else(|| up.targets.first().map(|t| t.host.clone()).unwrap_or_default()),
+            t.sni.clone().unwrap_or_else(|| {
+                up.targets
+                    .first()
+                    .map(|t| t.host.clone())
+                    .unwrap_or_default()
+            }),
         ),
         None => (false, String::new()),
     };
@@ -136,7 +144,12 @@ fn report(ctx: &mut RequestCtx, outcome: Outcome) {
 }
 
 /// Whether another attempt may be made for `condition`; takes a retry-budget slot if so.
-fn may_retry(session: &Session, ctx: &mut RequestCtx, outcome: &Outcome, request_sent: bool) -> bool {
+fn may_retry(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    outcome: &Outcome,
+    request_sent: bool,
+) -> bool {
     let Some(up) = upstream_config(ctx) else {
         return false;
     };
@@ -173,7 +186,11 @@ fn may_retry(session: &Session, ctx: &mut RequestCtx, outcome: &Outcome, request
 }
 
 /// pingora could not connect to the chosen target.
-pub fn connect_failed(session: &mut Session, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+pub fn connect_failed(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut e: Box<Error>,
+) -> Box<Error> {
     report(ctx, Outcome::ConnectError);
     let retry = may_retry(session, ctx, &Outcome::ConnectError, false);
     e.set_retry(retry);
@@ -184,7 +201,12 @@ pub fn connect_failed(session: &mut Session, ctx: &mut RequestCtx, mut e: Box<Er
 }
 
 /// Something failed after connecting (timeout, reset, or a retryable status we raised).
-pub fn proxy_failed(_peer: &HttpPeer, session: &mut Session, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+pub fn proxy_failed(
+    _peer: &HttpPeer,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut e: Box<Error>,
+) -> Box<Error> {
     if let ErrorType::HTTPStatus(_) = e.etype() {
         if e.esource() == &ErrorSource::Upstream && e.retry() {
             // Raised by `response_received`, which already decided the retry.
@@ -206,12 +228,17 @@ pub fn proxy_failed(_peer: &HttpPeer, session: &mut Session, ctx: &mut RequestCt
 
 /// Upstream response headers arrived. A retryable status becomes an error that pingora retries
 /// (nothing has been sent downstream yet); otherwise the response goes through.
-pub fn response_received(session: &mut Session, status: u16, ctx: &mut RequestCtx) -> pingora::Result<()> {
+pub fn response_received(
+    session: &mut Session,
+    status: u16,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<()> {
     ctx.upstream_status = Some(status);
     ctx.upstream_time = ctx.attempt_start.map(|t| t.elapsed());
     report(ctx, Outcome::Status(status));
     let outcome = Outcome::Status(status);
-    let retryable = upstream_config(ctx).is_some_and(|up| up.retries.on.contains(&RetryOn::Status(status)));
+    let retryable =
+        upstream_config(ctx).is_some_and(|up| up.retries.on.contains(&RetryOn::Status(status)));
     if retryable && may_retry(session, ctx, &outcome, true) {
         let mut e = Error::explain(ErrorType::HTTPStatus(status), "retryable upstream status");
         e.set_retry(true);
@@ -243,7 +270,9 @@ pub fn error_status(e: &Error, ctx: &RequestCtx) -> (u16, &'static str) {
         | TLSHandshakeTimedout | InvalidCert | HandshakeError | SocketError | BindError => {
             (502, "upstream connect failed")
         }
-        ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => (504, "upstream timeout"),
+        ReadTimedout | WriteTimedout if e.esource() == &ErrorSource::Upstream => {
+            (504, "upstream timeout")
+        }
         _ => match e.esource() {
             ErrorSource::Upstream => (502, "upstream failed"),
             ErrorSource::Downstream => match e.etype() {

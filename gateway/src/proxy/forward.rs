@@ -67,7 +67,11 @@ fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
 pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, tls: bool, host: &str) {
     let proto = if tls { "https" } else { "http" };
     if let Some(ip) = client {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
             _ => ip.to_string(),
         };
@@ -120,7 +124,10 @@ impl CompiledHeaderRules {
             remove: rules
                 .remove
                 .iter()
-                .map(|k| HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?}")))
+                .map(|k| {
+                    HeaderName::from_bytes(k.as_bytes())
+                        .map_err(|_| format!("invalid header name {k:?}"))
+                })
                 .collect::<Result<_, _>>()?,
         })
     }
@@ -164,7 +171,8 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_listed_are_removed() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.insert_header("connection", "keep-alive, x-secret").unwrap();
+        req.insert_header("connection", "keep-alive, x-secret")
+            .unwrap();
         req.insert_header("x-secret", "1").unwrap();
         req.insert_header("keep-alive", "timeout=5").unwrap();
         req.insert_header("te", "trailers").unwrap();
@@ -181,11 +189,19 @@ mod tests {
     fn forwarded_headers_append() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("x-forwarded-for", "10.0.0.1").unwrap();
-        set_forwarded(&mut req, Some("192.0.2.7".parse().unwrap()), true, "api.example.com");
+        set_forwarded(
+            &mut req,
+            Some("192.0.2.7".parse().unwrap()),
+            true,
+            "api.example.com",
+        );
         assert_eq!(req.headers["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(req.headers["x-forwarded-proto"], "https");
         assert_eq!(req.headers["x-forwarded-host"], "api.example.com");
-        assert_eq!(req.headers["forwarded"], "for=192.0.2.7;proto=https;host=\"api.example.com\"");
+        assert_eq!(
+            req.headers["forwarded"],
+            "for=192.0.2.7;proto=https;host=\"api.example.com\""
+        );
         let mut v6 = RequestHeader::build("GET", b"/", None).unwrap();
         set_forwarded(&mut v6, Some("::1".parse().unwrap()), false, "");
         assert_eq!(v6.headers["forwarded"], "for=\"[::1]\";proto=http");

@@ -53,10 +53,40 @@ pub fn check_head(
     if header_bytes > limits.max_header_bytes {
         return Err(refuse(431, "request header fields too large"));
     }
-    if let Some(raw) = raw_head {
-        check_raw_lines(raw)?;
-    }
-    let content_length = check_framing(headers)?;
+    let content_length = match raw_head {
+        // pingora normalises framing headers (it drops `Content-Length` next to
+        // `Transfer-Encoding`), so HTTP/1 framing is judged on the bytes as received.
+        Some(raw) => {
+            check_raw_lines(raw)?;
+            let mut te = Vec::new();
+            let mut cl = Vec::new();
+            for line in raw.split(|&b| b == b'\n').skip(1) {
+                let Some(colon) = line.iter().position(|&b| b == b':') else {
+                    continue;
+                };
+                let value = line[colon + 1..].trim_ascii();
+                match &line[..colon] {
+                    n if n.eq_ignore_ascii_case(b"transfer-encoding") => te.push(value),
+                    n if n.eq_ignore_ascii_case(b"content-length") => cl.push(value),
+                    _ => {}
+                }
+            }
+            check_framing(&te, &cl)?
+        }
+        None => {
+            let te: Vec<&[u8]> = headers
+                .get_all(TRANSFER_ENCODING)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            let cl: Vec<&[u8]> = headers
+                .get_all(CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            check_framing(&te, &cl)?
+        }
+    };
     if let Some(len) = content_length {
         if len > limits.max_body {
             return Err(refuse(413, "request body too large"));
@@ -82,18 +112,17 @@ fn check_raw_lines(raw: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Validates `Content-Length` / `Transfer-Encoding`; returns the declared length if any.
-fn check_framing(headers: &HeaderMap) -> Result<Option<u64>, Refusal> {
-    let mut te = headers.get_all(TRANSFER_ENCODING).iter();
-    let has_te = match (te.next(), te.next()) {
-        (None, _) => false,
-        (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"chunked") => true,
+/// Validates the `Transfer-Encoding` and `Content-Length` values of a request; returns the
+/// declared length if any.
+fn check_framing(te: &[&[u8]], cl: &[&[u8]]) -> Result<Option<u64>, Refusal> {
+    let has_te = match te {
+        [] => false,
+        [v] if v.eq_ignore_ascii_case(b"chunked") => true,
         _ => return Err(refuse(400, "unsupported transfer-encoding")),
     };
-    let mut cl = headers.get_all(CONTENT_LENGTH).iter();
-    let length = match (cl.next(), cl.next()) {
-        (None, _) => None,
-        (Some(v), None) => Some(parse_length(v.as_bytes())?),
+    let length = match cl {
+        [] => None,
+        [v] => Some(parse_length(v)?),
         _ => return Err(refuse(400, "duplicate content-length")),
     };
     if has_te && length.is_some() {
@@ -107,7 +136,9 @@ fn parse_length(v: &[u8]) -> Result<u64, Refusal> {
         return Err(refuse(400, "invalid content-length"));
     }
     v.iter()
-        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        .try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
         .ok_or(refuse(400, "invalid content-length"))
 }
 
@@ -141,30 +172,61 @@ mod tests {
             (&[("content-length", "10")], Ok(Some(10))),
             (&[("transfer-encoding", "chunked")], Ok(None)),
             (&[("transfer-encoding", "CHUNKED")], Ok(None)),
-            (&[("content-length", "10"), ("transfer-encoding", "chunked")], Err(400)),
-            (&[("content-length", "10"), ("content-length", "10")], Err(400)),
+            (
+                &[("content-length", "10"), ("transfer-encoding", "chunked")],
+                Err(400),
+            ),
+            (
+                &[("content-length", "10"), ("content-length", "10")],
+                Err(400),
+            ),
             (&[("content-length", "10, 10")], Err(400)),
             (&[("content-length", "-1")], Err(400)),
             (&[("content-length", "+5")], Err(400)),
             (&[("content-length", "99999999999999999999")], Err(400)),
             (&[("transfer-encoding", "gzip, chunked")], Err(400)),
-            (&[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")], Err(400)),
+            (
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                Err(400),
+            ),
             (&[("content-length", "101")], Err(413)),
         ];
         for (h, want) in cases {
             let got = check_head(&limits(), 1, &headers(h), None).map_err(|r| r.status);
             assert_eq!(&got, want, "{h:?}");
+            // The same request as raw HTTP/1 bytes is judged the same way.
+            let mut raw = String::from("POST / HTTP/1.1\r\n");
+            for (k, v) in h.iter() {
+                raw.push_str(&format!("{k}: {v}\r\n"));
+            }
+            raw.push_str("\r\n");
+            let got = check_head(&limits(), 1, &HeaderMap::new(), Some(&Bytes::from(raw)))
+                .map_err(|r| r.status);
+            assert_eq!(&got, want, "raw {h:?}");
         }
     }
 
     #[test]
     fn size_limits() {
         let l = limits();
-        assert_eq!(check_head(&l, 21, &HeaderMap::new(), None).unwrap_err().status, 414);
+        assert_eq!(
+            check_head(&l, 21, &HeaderMap::new(), None)
+                .unwrap_err()
+                .status,
+            414
+        );
         let five = headers(&[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("e", "1")]);
         assert_eq!(check_head(&l, 1, &five, None).unwrap_err().status, 431);
         let big = Bytes::from(vec![b'a'; 201]);
-        assert_eq!(check_head(&l, 1, &HeaderMap::new(), Some(&big)).unwrap_err().status, 431);
+        assert_eq!(
+            check_head(&l, 1, &HeaderMap::new(), Some(&big))
+                .unwrap_err()
+                .status,
+            431
+        );
     }
 
     #[test]
@@ -172,7 +234,10 @@ mod tests {
         let ok = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(check_raw_lines(&ok).is_ok());
         let bare = Bytes::from_static(b"GET / HTTP/1.1\nHost: a\r\n\r\n");
-        assert_eq!(check_raw_lines(&bare).unwrap_err().reason, "bare LF in request head");
+        assert_eq!(
+            check_raw_lines(&bare).unwrap_err().reason,
+            "bare LF in request head"
+        );
         let fold = Bytes::from_static(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n");
         assert_eq!(check_raw_lines(&fold).unwrap_err().status, 400);
     }

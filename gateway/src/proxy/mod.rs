@@ -46,7 +46,11 @@ pub struct MeridianProxy {
 
 impl MeridianProxy {
     /// A proxy serving `plan` for a listener (`tls` tells `X-Forwarded-Proto`).
-    pub fn new(plan: Arc<ArcSwap<Plan>>, telemetry: Arc<crate::telemetry::Telemetry>, tls: bool) -> Self {
+    pub fn new(
+        plan: Arc<ArcSwap<Plan>>,
+        telemetry: Arc<crate::telemetry::Telemetry>,
+        tls: bool,
+    ) -> Self {
         Self {
             plan,
             observer: Arc::new(Observer::new(telemetry)),
@@ -138,9 +142,14 @@ fn route_request(
     host: &str,
     ip: Option<std::net::IpAddr>,
 ) -> Result<Routed, RouteRefusal> {
-    let refuse = |status, reason, route| RouteRefusal { status, reason, route };
+    let refuse = |status, reason, route| RouteRefusal {
+        status,
+        reason,
+        route,
+    };
     let raw_path = req.uri.path();
-    let path = normalize_path(raw_path, plan.config.limits.encoded_slash).map_err(|e| refuse(400, e.reason(), None))?;
+    let path = normalize_path(raw_path, plan.config.limits.encoded_slash)
+        .map_err(|e| refuse(400, e.reason(), None))?;
     let view = RequestView {
         host,
         path: &path,
@@ -148,7 +157,10 @@ fn route_request(
         headers: &req.headers,
         query: req.uri.query(),
     };
-    let matched = plan.router.route(&view).ok_or(refuse(404, "no route", None))?;
+    let matched = plan
+        .router
+        .route(&view)
+        .ok_or(refuse(404, "no route", None))?;
     let index = matched.route;
     let route_cfg = &plan.config.routes[index];
     if !allowed(&route_cfg.access, ip) {
@@ -169,7 +181,9 @@ fn route_request(
         None => p.to_string(),
     };
     let rewritten = match &route_cfg.rewrite {
-        Some(rw) => Some(with_query(&crate::router::rewrite::apply(rw, &matched, route_cfg, &path))),
+        Some(rw) => Some(with_query(&crate::router::rewrite::apply(
+            rw, &matched, route_cfg, &path,
+        ))),
         // A normalised path must be what the upstream sees, or a rule could be bypassed.
         None if path.as_ref() != raw_path => Some(with_query(&path)),
         None => None,
@@ -186,12 +200,23 @@ impl ProxyHttp for MeridianProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.plan.load_full(), crate::telemetry::Metrics::global().track_request())
+        RequestCtx::new(
+            self.plan.load_full(),
+            crate::telemetry::Metrics::global().track_request(),
+        )
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
         let req = session.req_header();
-        ctx.request_id = match req.headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        ctx.request_id = match req
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(id) if valid_incoming_request_id(id) => id.to_string(),
             _ => new_request_id(),
         };
@@ -202,18 +227,25 @@ impl ProxyHttp for MeridianProxy {
             .and_then(TraceParent::parse);
         ctx.host = request_host(req);
         let client = client_ip(session);
-        ctx.span = Some(self.observer.start_span(session, client, parent.as_ref(), ctx));
+        ctx.span = Some(
+            self.observer
+                .start_span(session, client, parent.as_ref(), ctx),
+        );
 
         let plan = ctx.plan.clone();
         let limits = &plan.config.limits;
         let raw = session.as_http1().map(|_| session.to_h1_raw());
         let uri_len = session.req_header().raw_path().len();
-        if let Err(r) = guard::check_head(limits, uri_len, &session.req_header().headers, raw.as_ref()) {
+        if let Err(r) =
+            guard::check_head(limits, uri_len, &session.req_header().headers, raw.as_ref())
+        {
             return self.refuse(session, ctx, r.status, r.reason).await;
         }
         let ip = client;
         if !allowed(&plan.config.access, ip) {
-            return self.refuse(session, ctx, 403, "client address not allowed").await;
+            return self
+                .refuse(session, ctx, 403, "client address not allowed")
+                .await;
         }
 
         let routed = match route_request(&plan, session.req_header(), &ctx.host, ip) {
@@ -233,7 +265,9 @@ impl ProxyHttp for MeridianProxy {
             return self.refuse(session, ctx, 500, "route plan missing").await;
         };
         let Some(upstream) = route.pick(rand::random()).cloned() else {
-            return self.refuse(session, ctx, 503, "no upstream for route").await;
+            return self
+                .refuse(session, ctx, 503, "no upstream for route")
+                .await;
         };
         ctx.active = Some(upstream.pool.retry_budget().request_started());
         ctx.upstream = Some(upstream);
@@ -259,13 +293,20 @@ impl ProxyHttp for MeridianProxy {
             ctx.body_bytes += b.len() as u64;
             if ctx.body_bytes > ctx.max_body {
                 ctx.reason = Some("request body too large");
-                return Err(Error::explain(ErrorType::HTTPStatus(413), "request body too large"));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body too large",
+                ));
             }
         }
         Ok(())
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
         attempt::next_peer(session, ctx).await
     }
 
@@ -297,9 +338,12 @@ impl ProxyHttp for MeridianProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(p) = &ctx.rewritten {
-            let uri = p
-                .parse::<http::Uri>()
-                .map_err(|_| Error::explain(ErrorType::InternalError, "rewritten path is not a valid URI"))?;
+            let uri = p.parse::<http::Uri>().map_err(|_| {
+                Error::explain(
+                    ErrorType::InternalError,
+                    "rewritten path is not a valid URI",
+                )
+            })?;
             upstream_request.set_uri(uri);
         }
         forward::strip_request_hop_by_hop(upstream_request);
@@ -314,7 +358,8 @@ impl ProxyHttp for MeridianProxy {
         route.request_headers.apply_request(upstream_request);
         let chain = route.plugins.clone();
         for p in chain.iter() {
-            p.upstream_request_filter(session, upstream_request, &mut ctx.plugins).await?;
+            p.upstream_request_filter(session, upstream_request, &mut ctx.plugins)
+                .await?;
         }
         Ok(())
     }
@@ -343,12 +388,18 @@ impl ProxyHttp for MeridianProxy {
         route.response_headers.apply_response(upstream_response);
         let chain = route.plugins.clone();
         for p in chain.iter() {
-            p.response_filter(session, upstream_response, &mut ctx.plugins).await?;
+            p.response_filter(session, upstream_response, &mut ctx.plugins)
+                .await?;
         }
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let (status, reason) = attempt::error_status(e, ctx);
         ctx.own_status = Some(status);
         ctx.reason.get_or_insert(reason);

@@ -9,8 +9,8 @@ use pingora::Error;
 
 use super::ctx::RequestCtx;
 use crate::telemetry::{
-    protocol_name, AccessLogRecord, Metrics, ProxySpan, RequestAttrs, ResponseAttrs, RouteMetrics, Telemetry,
-    TraceParent,
+    protocol_name, AccessLogRecord, Metrics, ProxySpan, RequestAttrs, ResponseAttrs, RouteMetrics,
+    Telemetry, TraceParent,
 };
 
 /// Records requests into the shared [`Telemetry`].
@@ -56,9 +56,12 @@ impl Observer {
             protocol_version: protocol_version(req.version),
             request_id: &ctx.request_id,
         };
-        self.telemetry
-            .tracer()
-            .start_server_span(req.method.as_str(), parent, ctx.start_wall, &attrs)
+        self.telemetry.tracer().start_server_span(
+            req.method.as_str(),
+            parent,
+            ctx.start_wall,
+            &attrs,
+        )
     }
 
     /// Records a finished request.
@@ -79,7 +82,11 @@ impl Observer {
             .map(Cow::Borrowed)
             .or_else(|| e.map(|e| Cow::Owned(e.etype().as_str().to_string())));
         let upstream_addr = ctx.target.as_ref().map(|p| p.addr.to_string());
-        let trace_id = ctx.span.as_ref().map(ProxySpan::trace_id_hex).unwrap_or_default();
+        let trace_id = ctx
+            .span
+            .as_ref()
+            .map(ProxySpan::trace_id_hex)
+            .unwrap_or_default();
         if let Some(span) = ctx.span.take() {
             span.end(
                 status,

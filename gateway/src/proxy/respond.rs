@@ -6,7 +6,12 @@ use pingora::proxy::Session;
 
 /// Writes `status` with a one-line plain-text `reason` body. Protocol errors (400, 413, 414,
 /// 431) close the connection afterwards: the rest of the stream cannot be trusted.
-pub async fn respond(session: &mut Session, status: u16, reason: &str, request_id: &str) -> pingora::Result<()> {
+pub async fn respond(
+    session: &mut Session,
+    status: u16,
+    reason: &str,
+    request_id: &str,
+) -> pingora::Result<()> {
     let body = Bytes::from(format!("{reason}\n"));
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "text/plain; charset=utf-8")?;

@@ -5,8 +5,8 @@ pub mod tls;
 
 use std::sync::Arc;
 
-use pingora::apps::HttpServerOptions;
 use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -17,11 +17,20 @@ use crate::proxy::MeridianProxy;
 use crate::reload::GatewayState;
 
 /// Adds a proxy service for every listener and the admin service to `server`.
-pub fn add_services(server: &mut Server, config: &Config, state: &Arc<GatewayState>) -> Result<(), Vec<String>> {
+pub fn add_services(
+    server: &mut Server,
+    config: &Config,
+    state: &Arc<GatewayState>,
+) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     for l in &config.listeners {
-        let proxy = MeridianProxy::new(state.plan.clone(), state.telemetry.clone(), l.tls.is_some());
-        let mut svc = http_proxy_service_with_name(&server.configuration, proxy, &format!("listener {}", l.name));
+        let proxy =
+            MeridianProxy::new(state.plan.clone(), state.telemetry.clone(), l.tls.is_some());
+        let mut svc = http_proxy_service_with_name(
+            &server.configuration,
+            proxy,
+            &format!("listener {}", l.name),
+        );
         let addr = l.address.to_string();
         match &l.tls {
             None => {
@@ -46,7 +55,10 @@ pub fn add_services(server: &mut Server, config: &Config, state: &Arc<GatewaySta
         server.add_service(svc);
     }
     let token = config.admin.token.as_ref().map(|t| t.expose().to_string());
-    let mut admin = Service::new("admin".to_string(), HttpServer::new_app(AdminApp::new(state.clone(), token)));
+    let mut admin = Service::new(
+        "admin".to_string(),
+        HttpServer::new_app(AdminApp::new(state.clone(), token)),
+    );
     admin.add_tcp(&config.admin.address.to_string());
     admin.threads = Some(1);
     server.add_service(admin);

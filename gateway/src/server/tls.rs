@@ -31,7 +31,9 @@ pub fn listener_settings(tls: &ListenerTls) -> Result<TlsSettings, String> {
     Ok(settings)
 }
 
-fn client_verifier(auth: &ClientAuth) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+fn client_verifier(
+    auth: &ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(&auth.ca)? {
         roots

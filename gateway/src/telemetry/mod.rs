@@ -18,8 +18,8 @@ pub mod request_id;
 pub mod trace;
 pub mod traceparent;
 
-pub use hub::Telemetry;
 pub use access_log::{protocol_name, AccessLogRecord, AccessLogger};
+pub use hub::Telemetry;
 pub use metrics::{ActiveGuard, Metrics, RouteMetrics, UpstreamMetrics};
 pub use request_id::{new_request_id, valid_incoming};
 pub use trace::{ProxySpan, RequestAttrs, ResponseAttrs, TraceExportError, Tracer};
