@@ -91,19 +91,21 @@ impl GatewayBuilder {
             upgrade: self.upgrade,
             ..Opt::default()
         };
-        let mut conf = ServerConf::default();
-        conf.threads = config.server.threads;
-        conf.grace_period_seconds = Some(config.server.grace_period.as_secs());
-        conf.graceful_shutdown_timeout_seconds = Some(config.server.grace_period.as_secs());
-        conf.upgrade_sock = config.server.upgrade_sock.display().to_string();
-        conf.pid_file = config.server.pid_file.display().to_string();
-        conf.upstream_keepalive_pool_size = config
-            .upstreams
-            .values()
-            .map(|u| u.keepalive.pool_size)
-            .max()
-            .unwrap_or(128)
-            .max(1);
+        let conf = ServerConf {
+            threads: config.server.threads,
+            grace_period_seconds: Some(config.server.grace_period.as_secs()),
+            graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs()),
+            upgrade_sock: config.server.upgrade_sock.display().to_string(),
+            pid_file: config.server.pid_file.display().to_string(),
+            upstream_keepalive_pool_size: config
+                .upstreams
+                .values()
+                .map(|u| u.keepalive.pool_size)
+                .max()
+                .unwrap_or(128)
+                .max(1),
+            ..ServerConf::default()
+        };
         let mut server = Server::new_with_opt_and_conf(opt, conf);
         server.bootstrap();
         crate::server::add_services(&mut server, &config, &state)?;

@@ -167,7 +167,8 @@ mod tests {
 
     #[test]
     fn framing_cases() {
-        let cases: &[(&[(&str, &str)], Result<Option<u64>, u16>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Result<Option<u64>, u16>);
+        let cases: &[Case] = &[
             (&[], Ok(None)),
             (&[("content-length", "10")], Ok(Some(10))),
             (&[("transfer-encoding", "chunked")], Ok(None)),
