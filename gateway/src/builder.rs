@@ -137,7 +137,11 @@ impl Gateway {
         self.state.started.store(true, Ordering::Release);
         let state = self.state.clone();
         let control = self._control;
-        self.server.run(pingora::server::RunArgs::default());
+        self.server.run(pingora::server::RunArgs {
+            shutdown_signal: Box::new(crate::server::drain::DrainingSignals::new(
+                state.draining.clone(),
+            )),
+        });
         state.telemetry.shutdown();
         drop(control);
         std::process::exit(0)

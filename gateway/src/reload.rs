@@ -31,6 +31,8 @@ pub struct GatewayState {
     pub rt: tokio::runtime::Handle,
     /// Set once the gateway is serving (listeners are checked by `/readyz` too).
     pub started: AtomicBool,
+    /// Set while connections drain before a shutdown or upgrade.
+    pub draining: Arc<AtomicBool>,
     reload_lock: Mutex<()>,
 }
 
@@ -60,6 +62,7 @@ impl GatewayState {
             config_path,
             rt,
             started: AtomicBool::new(false),
+            draining: Arc::new(AtomicBool::new(false)),
             reload_lock: Mutex::new(()),
         }
     }
@@ -186,7 +189,7 @@ impl GatewayState {
 
     /// Whether every listener accepts connections (used by `/readyz`).
     pub fn listeners_ready(&self) -> bool {
-        if !self.started.load(Ordering::Acquire) {
+        if !self.started.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
             return false;
         }
         let plan = self.plan.load();

@@ -312,6 +312,11 @@ impl Meridian {
         assert!(ok, "kill -{sig}");
     }
 
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Rewrites the config file in place.
     pub fn write_config(&self, yaml: &str) {
         let admin = self.admin.trim_start_matches("http://");

@@ -14,3 +14,4 @@ mod routing;
 mod telemetry;
 mod timeouts;
 mod tls;
+mod upgrade;

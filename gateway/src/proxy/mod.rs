@@ -18,6 +18,7 @@ pub mod guard;
 mod observe;
 mod respond;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,19 +42,23 @@ use observe::Observer;
 pub struct MeridianProxy {
     plan: Arc<ArcSwap<Plan>>,
     observer: Arc<Observer>,
+    draining: Arc<AtomicBool>,
     tls: bool,
 }
 
 impl MeridianProxy {
-    /// A proxy serving `plan` for a listener (`tls` tells `X-Forwarded-Proto`).
+    /// A proxy serving `plan` for a listener (`tls` tells `X-Forwarded-Proto`); while
+    /// `draining` is set, responses close their connections.
     pub fn new(
         plan: Arc<ArcSwap<Plan>>,
         telemetry: Arc<crate::telemetry::Telemetry>,
+        draining: Arc<AtomicBool>,
         tls: bool,
     ) -> Self {
         Self {
             plan,
             observer: Arc::new(Observer::new(telemetry)),
+            draining,
             tls,
         }
     }
@@ -382,6 +387,10 @@ impl ProxyHttp for MeridianProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if self.draining.load(Ordering::Relaxed) && session.as_http1().is_some() {
+            upstream_response.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
+        }
         let Some(route) = ctx.route_plan() else {
             return Ok(());
         };

@@ -1,6 +1,7 @@
 //! Listeners: one pingora proxy service per configured listener (plain HTTP/1.1 with optional
 //! h2c, or TLS with ALPN h2/http1.1), plus the admin service.
 
+pub mod drain;
 pub mod tls;
 
 use std::sync::Arc;
@@ -24,8 +25,12 @@ pub fn add_services(
 ) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
     for l in &config.listeners {
-        let proxy =
-            MeridianProxy::new(state.plan.clone(), state.telemetry.clone(), l.tls.is_some());
+        let proxy = MeridianProxy::new(
+            state.plan.clone(),
+            state.telemetry.clone(),
+            state.draining.clone(),
+            l.tls.is_some(),
+        );
         let mut svc = http_proxy_service_with_name(
             &server.configuration,
             proxy,
