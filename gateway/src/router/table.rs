@@ -46,9 +46,10 @@ struct Slot {
 struct Bucket {
     /// Exact-path routes by path, in priority order.
     exact: HashMap<Box<str>, Vec<usize>>,
-    /// Template and prefix routes by their literal first segment, in priority order.
+    /// Template, prefix and regex routes by their literal first segment, in priority order.
     by_segment: HashMap<Box<str>, Vec<Slot>>,
-    /// Routes any path may match (regexes, `/` prefix, templates starting with a capture).
+    /// Routes without a literal first segment (prefix `/`, templates starting with a capture,
+    /// most regexes), in priority order.
     unindexed: Vec<Slot>,
 }
 
@@ -151,7 +152,7 @@ impl Router {
         self.in_bucket(&self.any_host, req)
     }
 
-    fn in_bucket<'a>(&'a self, bucket: &'a Bucket, req: &RequestView<'a>) -> Option<Matched<'a>> {
+    fn in_bucket<'a>(&'a self, bucket: &Bucket, req: &RequestView<'a>) -> Option<Matched<'a>> {
         let mut captures = Captures::default();
         if !bucket.exact.is_empty() {
             for &id in bucket.exact.get(req.path).into_iter().flatten() {

@@ -125,6 +125,12 @@ fn routes() -> Vec<Route> {
             value_regex(r"\d+"),
         ),
         route("search", &[], exact("/search")),
+        query(
+            route("export-plain", &[], exact("/export")),
+            "format",
+            Absent,
+        ),
+        route("export", &[], exact("/export")),
         route("dup-first", &[], template("/dup/{x}")),
         route("dup-second", &[], template("/dup/{y}")),
         methods(
@@ -273,6 +279,16 @@ const CASES: &[Case] = &[
         .query("page=12a")
         .to("search", &[]),
     get("other.org", "/search").to("search", &[]),
+    get("other.org", "/export")
+        .query("page=1")
+        .to("export-plain", &[]),
+    get("other.org", "/export")
+        .query("format=csv")
+        .to("export", &[]),
+    // Any value of a repeated header may satisfy the predicate.
+    get("other.org", "/feature")
+        .headers(&[("x-beta", "off"), ("x-beta", "on")])
+        .to("beta", &[]),
     // Config order breaks ties.
     get("other.org", "/dup/1").to("dup-first", &[("x", "1")]),
     // A host-specific route that fails its method falls through to any-host routes.
