@@ -347,6 +347,8 @@ fn compile_errors_name_the_route() {
     bad_rewrite.rewrite = Some(Rewrite::Path("/b/{other}".to_owned()));
     let mut bad_strip = route("s", &[], exact("/a"));
     bad_strip.rewrite = Some(Rewrite::StripPrefix("/".to_owned()));
+    let mut relative = route("relative", &[], template("/a/{id}"));
+    relative.rewrite = Some(Rewrite::Path("b/{id}".to_owned()));
     let routes = vec![
         route("ok", &[], exact("/")),
         route("bad-host", &["a.*.com"], exact("/")),
@@ -360,10 +362,11 @@ fn compile_errors_name_the_route() {
         ),
         methods(route("bad-method", &[], exact("/")), &["GE T"]),
         query(route("bad-query", &[], exact("/")), "q", value_regex("[")),
+        relative,
     ];
     let errors = Router::new(&routes).expect_err("invalid routes");
     let indices: Vec<usize> = errors.iter().map(|(i, _)| *i).collect();
-    assert_eq!(indices, [1, 2, 3, 4, 5, 6, 7], "{errors:?}");
+    assert_eq!(indices, [1, 2, 3, 4, 5, 6, 7, 8], "{errors:?}");
 }
 
 #[test]
