@@ -66,9 +66,13 @@ impl CompiledRoute {
     }
 }
 
-/// Problems with a rewrite: unknown capture names, a prefix strip on a non-prefix route.
+/// Problems with a rewrite: a relative template, unknown capture names, a prefix strip on a
+/// non-prefix route.
 fn check_rewrite(rewrite: &Rewrite, path: &PathMatcher, raw: &PathMatch) -> Vec<String> {
     match rewrite {
+        Rewrite::Path(template) if !template.starts_with('/') => {
+            vec![format!("rewrite `{template}` does not start with '/'")]
+        }
         Rewrite::Path(template) => pieces(template)
             .filter_map(|piece| match piece {
                 Ok(Piece::Capture(name)) if !path.captures_name(name) => Some(format!(

@@ -37,9 +37,12 @@ impl HostPattern {
 }
 
 /// The suffixes a wildcard pattern may be stored under for `host`, longest (most labels) first:
-/// `a.b.example.com` → `b.example.com`, `example.com`, `com`.
+/// `a.b.example.com` → `b.example.com`, `example.com`, `com`. A suffix always leaves at least
+/// one non-empty label before it.
 pub(crate) fn wildcard_suffixes(host: &str) -> impl Iterator<Item = &str> {
-    host.match_indices('.').map(move |(i, _)| &host[i + 1..])
+    host.match_indices('.')
+        .filter(|&(i, _)| i > 0 && host.as_bytes()[i - 1] != b'.')
+        .map(move |(i, _)| &host[i + 1..])
 }
 
 #[cfg(test)]
@@ -83,5 +86,7 @@ mod tests {
         let got: Vec<_> = wildcard_suffixes("a.b.example.com").collect();
         assert_eq!(got, ["b.example.com", "example.com", "com"]);
         assert_eq!(wildcard_suffixes("localhost").count(), 0);
+        let got: Vec<_> = wildcard_suffixes(".example.com").collect();
+        assert_eq!(got, ["com"]);
     }
 }

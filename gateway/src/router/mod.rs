@@ -31,9 +31,10 @@
 //! # Cost
 //! Hosts are found by hash lookups (the exact name, then each of its suffixes for wildcards);
 //! within a host, exact paths by a hash lookup and the other routes through a table keyed by
-//! their literal first path segment, merged with the few routes that cannot be keyed (regexes,
-//! prefix `/`, templates starting with a capture). Matching does not allocate unless a regex
-//! with named groups is tried.
+//! their literal first path segment (a regex has one when it plainly starts with `/name/` and
+//! has no `|`), merged with the few routes that cannot be keyed (prefix `/`, templates starting
+//! with a capture, other regexes). Matching does not allocate unless a regex with named groups
+//! matches or more than four values are captured.
 
 mod captures;
 mod compile;

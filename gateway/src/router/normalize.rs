@@ -320,6 +320,42 @@ mod tests {
         }
     }
 
+    /// Random paths over an alphabet rich in the tricky characters: whatever comes out is in
+    /// normal form (recognised as such, no empty, `.` or `..` segment before the end).
+    #[test]
+    fn random_paths_normalise_to_fixed_points() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        const ALPHABET: &[&str] = &[
+            "/", "/", ".", ".", "%2e", "%2E", "%2F", "%5c", "\\", "a", "Z", "%41", "%3f", "%", "é",
+        ];
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..20_000 {
+            let mut raw = String::from("/");
+            for _ in 0..rng.random_range(0..12) {
+                raw.push_str(ALPHABET[rng.random_range(0..ALPHABET.len())]);
+            }
+            for policy in [Reject, Keep, Decode] {
+                let Ok(normal) = normalize_path(&raw, policy) else {
+                    continue;
+                };
+                let again = normalize_path(&normal, policy).expect("normal form is valid");
+                assert!(matches!(again, Cow::Borrowed(_)), "{raw:?} → {normal:?}");
+                assert_eq!(again, normal, "{raw:?} under {policy:?}");
+                let body = &normal[1..];
+                let mut segments = body.split('/').peekable();
+                while let Some(seg) = segments.next() {
+                    let last = segments.peek().is_none();
+                    assert!(
+                        segment_is_normal(seg.as_bytes(), last),
+                        "{raw:?} → {normal:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn changed_paths_are_owned() {
         let got = normalize_path("/a/../b", Reject).expect("valid");

@@ -16,12 +16,14 @@ pub(crate) enum PathMatcher {
     /// The path is this prefix (trailing slashes removed), or starts with it followed by `/`.
     /// Empty: every path.
     Prefix(Box<str>),
-    /// An anchored regex; `named` tells whether it has named groups to capture.
+    /// An anchored regex.
     Regex {
         /// The anchored expression.
         regex: Regex,
-        /// It has at least one named group.
+        /// It has at least one named group (to capture).
         named: bool,
+        /// The literal first segment every match has, when the pattern shows one.
+        first: Option<Box<str>>,
     },
 }
 
@@ -91,7 +93,12 @@ impl PathMatcher {
             PathMatch::Regex(r) => {
                 let regex = anchored_regex(r)?;
                 let named = regex.capture_names().flatten().next().is_some();
-                Ok(Self::Regex { regex, named })
+                let first = regex_first_segment(r).map(Into::into);
+                Ok(Self::Regex {
+                    regex,
+                    named,
+                    first,
+                })
             }
         }
     }
@@ -132,6 +139,9 @@ impl PathMatcher {
                 _ => IndexKey::Unindexed,
             },
             Self::Prefix(p) if !p.is_empty() => IndexKey::FirstSegment(first_segment(p)),
+            Self::Regex {
+                first: Some(first), ..
+            } => IndexKey::FirstSegment(first),
             Self::Prefix(_) | Self::Regex { .. } => IndexKey::Unindexed,
         }
     }
@@ -163,8 +173,11 @@ impl PathMatcher {
             Self::Regex {
                 regex,
                 named: false,
+                ..
             } => regex.is_match(path),
-            Self::Regex { regex, named: true } => {
+            Self::Regex {
+                regex, named: true, ..
+            } => {
                 // `is_match` first: it does not allocate, `captures` does.
                 if !regex.is_match(path) {
                     return false;
@@ -181,6 +194,25 @@ impl PathMatcher {
             }
         }
     }
+}
+
+/// The literal first segment of every path a regex pattern matches, when that is plain to see:
+/// the pattern starts with `/name` followed by its end or by a `/` that no quantifier follows,
+/// and has no alternation anywhere.
+fn regex_first_segment(pattern: &str) -> Option<&str> {
+    if pattern.contains('|') {
+        return None;
+    }
+    let rest = pattern.strip_prefix('/')?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '~')))
+        .unwrap_or(rest.len());
+    let (segment, after) = rest.split_at(end);
+    let plain_end = after.is_empty()
+        || after
+            .strip_prefix('/')
+            .is_some_and(|a| !a.starts_with(['?', '*', '+', '{']));
+    (!segment.is_empty() && plain_end).then_some(segment)
 }
 
 /// The first segment of a path (`/a/b` → `a`, `/` → ``).
@@ -317,6 +349,27 @@ mod tests {
         assert_eq!(run(&m, "/x/u/42"), None);
         assert!(m.captures_name("id"));
         assert!(!m.captures_name("other"));
+    }
+
+    #[test]
+    fn regex_first_segment_only_when_certain() {
+        let cases = [
+            (r"/u/(?P<id>\d+)", Some("u")),
+            ("/api", Some("api")),
+            (r"/re-3_~/\d+", Some("re-3_~")),
+            ("/u/?x", None),
+            ("/u/*", None),
+            ("/ab?/x", None),
+            ("/a/x|/b/y", None),
+            ("/(a)/x", None),
+            ("(?i)/a/x", None),
+            (r"/a\d/x", None),
+            ("/.*", None),
+            ("//x", None),
+        ];
+        for (pattern, want) in cases {
+            assert_eq!(regex_first_segment(pattern), want, "{pattern}");
+        }
     }
 
     #[test]

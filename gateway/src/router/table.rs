@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState;
+
 use http::HeaderMap;
 
 use super::captures::Captures;
@@ -34,6 +36,9 @@ pub struct Matched<'a> {
     pub captures: Captures<'a>,
 }
 
+/// The index maps: keys come from config only, so a fast (not DoS-hardened) hash is fine.
+type Index<V> = HashMap<Box<str>, V, RandomState>;
+
 /// A route in a priority-ordered candidate list: `rank` is its position in the bucket's order.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -45,10 +50,11 @@ struct Slot {
 #[derive(Debug, Default)]
 struct Bucket {
     /// Exact-path routes by path, in priority order.
-    exact: HashMap<Box<str>, Vec<usize>>,
-    /// Template and prefix routes by their literal first segment, in priority order.
-    by_segment: HashMap<Box<str>, Vec<Slot>>,
-    /// Routes any path may match (regexes, `/` prefix, templates starting with a capture).
+    exact: Index<Vec<usize>>,
+    /// Template, prefix and regex routes by their literal first segment, in priority order.
+    by_segment: Index<Vec<Slot>>,
+    /// Routes without a literal first segment (prefix `/`, templates starting with a capture,
+    /// most regexes), in priority order.
     unindexed: Vec<Slot>,
 }
 
@@ -76,8 +82,8 @@ impl Bucket {
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<CompiledRoute>,
-    exact_hosts: HashMap<Box<str>, Bucket>,
-    wildcard_hosts: HashMap<Box<str>, Bucket>,
+    exact_hosts: Index<Bucket>,
+    wildcard_hosts: Index<Bucket>,
     any_host: Bucket,
 }
 
@@ -151,7 +157,7 @@ impl Router {
         self.in_bucket(&self.any_host, req)
     }
 
-    fn in_bucket<'a>(&'a self, bucket: &'a Bucket, req: &RequestView<'a>) -> Option<Matched<'a>> {
+    fn in_bucket<'a>(&'a self, bucket: &Bucket, req: &RequestView<'a>) -> Option<Matched<'a>> {
         let mut captures = Captures::default();
         if !bucket.exact.is_empty() {
             for &id in bucket.exact.get(req.path).into_iter().flatten() {

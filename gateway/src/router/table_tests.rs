@@ -125,6 +125,12 @@ fn routes() -> Vec<Route> {
             value_regex(r"\d+"),
         ),
         route("search", &[], exact("/search")),
+        query(
+            route("export-plain", &[], exact("/export")),
+            "format",
+            Absent,
+        ),
+        route("export", &[], exact("/export")),
         route("dup-first", &[], template("/dup/{x}")),
         route("dup-second", &[], template("/dup/{y}")),
         methods(
@@ -273,6 +279,16 @@ const CASES: &[Case] = &[
         .query("page=12a")
         .to("search", &[]),
     get("other.org", "/search").to("search", &[]),
+    get("other.org", "/export")
+        .query("page=1")
+        .to("export-plain", &[]),
+    get("other.org", "/export")
+        .query("format=csv")
+        .to("export", &[]),
+    // Any value of a repeated header may satisfy the predicate.
+    get("other.org", "/feature")
+        .headers(&[("x-beta", "off"), ("x-beta", "on")])
+        .to("beta", &[]),
     // Config order breaks ties.
     get("other.org", "/dup/1").to("dup-first", &[("x", "1")]),
     // A host-specific route that fails its method falls through to any-host routes.
@@ -331,6 +347,8 @@ fn compile_errors_name_the_route() {
     bad_rewrite.rewrite = Some(Rewrite::Path("/b/{other}".to_owned()));
     let mut bad_strip = route("s", &[], exact("/a"));
     bad_strip.rewrite = Some(Rewrite::StripPrefix("/".to_owned()));
+    let mut relative = route("relative", &[], template("/a/{id}"));
+    relative.rewrite = Some(Rewrite::Path("b/{id}".to_owned()));
     let routes = vec![
         route("ok", &[], exact("/")),
         route("bad-host", &["a.*.com"], exact("/")),
@@ -344,10 +362,11 @@ fn compile_errors_name_the_route() {
         ),
         methods(route("bad-method", &[], exact("/")), &["GE T"]),
         query(route("bad-query", &[], exact("/")), "q", value_regex("[")),
+        relative,
     ];
     let errors = Router::new(&routes).expect_err("invalid routes");
     let indices: Vec<usize> = errors.iter().map(|(i, _)| *i).collect();
-    assert_eq!(indices, [1, 2, 3, 4, 5, 6, 7], "{errors:?}");
+    assert_eq!(indices, [1, 2, 3, 4, 5, 6, 7, 8], "{errors:?}");
 }
 
 #[test]
