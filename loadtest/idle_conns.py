@@ -120,7 +120,7 @@ def rss_kib(pid: int) -> int:
 
 
 def total_rss_kib(pids: list[int]) -> int:
-    """Summed RSS of `pids` in KiB."""
+    """Return the summed RSS of `pids` in KiB."""
     return sum(rss_kib(pid) for pid in pids)
 
 
