@@ -19,7 +19,8 @@ import idle_conns  # noqa: E402  (the path above makes the script importable)
 SCRIPT = Path(__file__).resolve().parent / "idle_conns.py"
 
 # A tiny HTTP/1.1 server on an ephemeral loopback port; prints the port, then serves.
-# argv[1] == "keep": keep-alive answers; "close": answers with Connection: close and closes.
+# argv[1] == "keep": keep-alive answers; "close": answers with Connection: close and closes;
+# "drop": a keep-alive answer, then the server drops the idle connection shortly after.
 SERVER = r"""
 import asyncio, sys
 
@@ -29,9 +30,12 @@ async def handle(reader, writer):
     try:
         while True:
             await reader.readuntil(b"\r\n\r\n")
-            if MODE == "keep":
+            if MODE in ("keep", "drop"):
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\n")
                 await writer.drain()
+                if MODE == "drop":
+                    await asyncio.sleep(0.05)
+                    break
             else:
                 writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 6\r\n\r\nhello\n")
                 await writer.drain()
@@ -139,6 +143,13 @@ class WholeRunTest(unittest.TestCase):
         self.assertFalse(result["ok"])
         self.assertEqual(result["held"], 0)
         self.assertIn("Connection: close", result["note"])
+
+    def test_connections_dropped_while_idle_fail_the_run(self) -> None:
+        code, result = self.run_against("drop", 20)
+        self.assertEqual(code, 1)
+        self.assertEqual(result["established"], 20)
+        self.assertEqual(result["held"], 0)
+        self.assertIn("only 0 of 20 held", result["note"])
 
 
 class ArgumentsTest(unittest.TestCase):
