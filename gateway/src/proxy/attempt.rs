@@ -247,15 +247,25 @@ pub fn response_received(
     Ok(())
 }
 
-/// The request is over: report an attempt nobody reported (e.g. the client went away).
+/// The request is over: report an attempt nobody reported yet. A client that went away says
+/// nothing about the upstream, so that attempt is not reported (its in-flight count ends).
 pub fn finish(ctx: &mut RequestCtx, e: Option<&Error>) {
     if !ctx.reported {
-        let outcome = match e.map(|e| e.etype()) {
-            Some(ErrorType::ReadTimedout | ErrorType::WriteTimedout) => Outcome::Timeout,
-            Some(_) => Outcome::Reset,
-            None => Outcome::Status(ctx.upstream_status.unwrap_or(200)),
+        let outcome = match e {
+            Some(e) if e.esource() != &ErrorSource::Upstream => None,
+            Some(e) if matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+                Some(Outcome::Timeout)
+            }
+            Some(_) => Some(Outcome::Reset),
+            None => Some(Outcome::Status(ctx.upstream_status.unwrap_or(200))),
         };
-        report(ctx, outcome);
+        match outcome {
+            Some(o) => report(ctx, o),
+            None => {
+                ctx.reported = true;
+                ctx.inflight = None;
+            }
+        }
     }
     ctx.retry_slot = None;
     ctx.active = None;

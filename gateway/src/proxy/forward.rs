@@ -21,13 +21,17 @@ const HOP_BY_HOP: [&str; 7] = [
 /// with it) is kept for protocol upgrades such as WebSocket, which pingora proxies end to end.
 pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
     let upgrading = req.headers.contains_key(UPGRADE);
-    for name in connection_listed(&req.headers) {
-        if !(upgrading && name == UPGRADE) {
-            req.remove_header(&name);
+    if req.headers.contains_key(CONNECTION) {
+        for name in connection_listed(&req.headers) {
+            if !(upgrading && name == UPGRADE) {
+                req.remove_header(&name);
+            }
         }
     }
     for name in HOP_BY_HOP {
-        req.remove_header(name);
+        if req.headers.contains_key(name) {
+            req.remove_header(name);
+        }
     }
     if upgrading {
         // pingora needs `Connection: upgrade` to pass the upgrade through.
@@ -40,11 +44,15 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     if resp.status.as_u16() == 101 {
         return;
     }
-    for name in connection_listed(&resp.headers) {
-        resp.remove_header(&name);
+    if resp.headers.contains_key(CONNECTION) {
+        for name in connection_listed(&resp.headers) {
+            resp.remove_header(&name);
+        }
     }
     for name in HOP_BY_HOP {
-        resp.remove_header(name);
+        if resp.headers.contains_key(name) {
+            resp.remove_header(name);
+        }
     }
 }
 

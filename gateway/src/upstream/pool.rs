@@ -23,8 +23,8 @@ use super::set::TargetSet;
 use super::snapshot::{PoolSnapshot, TargetSnapshot};
 use super::target::{Endpoint, InFlightGuard, TargetState};
 
-/// Selection ignores active health (panic mode) when at most this percentage of targets is
-/// healthy. 0: only when no target is healthy.
+/// Selection ignores active health and ejections (panic mode) when at most this percentage of
+/// targets is live (healthy and not ejected). 0: only when no target is live.
 pub const PANIC_HEALTHY_PERCENT: usize = 0;
 
 /// Latency recorded for an attempt that got no response (connect error, timeout, reset) when
@@ -117,19 +117,20 @@ impl UpstreamPool {
     /// 2. The balancer picks among live targets not yet tried by this request.
     /// 3. If every live target was already tried, a tried one is reused (a single-target pool
     ///    retries on its only target); the balancer picks among all live targets.
-    /// 4. Panic mode (as in Envoy, but fixed, not configurable): when the share of targets healthy
-    ///    by active checks is at or below [`PANIC_HEALTHY_PERCENT`] (that is, none is healthy),
-    ///    health is ignored, since the checks are then more likely wrong than every target.
-    ///    Ejections and the tried rule still apply.
-    /// 5. Otherwise there is no target: `None`, and the proxy answers 503.
+    /// 4. Panic mode (as in Envoy, with the threshold fixed at [`PANIC_HEALTHY_PERCENT`]): when
+    ///    no target is live, health and ejections are ignored and every target is eligible:
+    ///    serving through a doubtful target beats answering 503 to everyone (a one-target pool
+    ///    whose target was ejected keeps serving). The tried rule still applies.
+    /// 5. Otherwise there is no target (an empty pool, or a name not yet resolved): `None`,
+    ///    and the proxy answers 503.
     pub fn select(&self, key: &SelectKey, tried: &[SocketAddr]) -> Option<Pick> {
         let set = self.set.load();
         let endpoints = &set.endpoints;
         let now = clock::now_ns();
-        let panic = self.config.health.is_some() && in_panic(endpoints);
+        let panic = in_panic(endpoints, now);
         let live = |i: usize| {
             let state = &endpoints[i].state;
-            (panic || state.is_healthy()) && !state.is_ejected(now)
+            panic || (state.is_healthy() && !state.is_ejected(now))
         };
         let index = set
             .balancer
@@ -190,7 +191,7 @@ impl UpstreamPool {
             name: self.name.clone(),
             algorithm: algorithm_name(&self.config.balance),
             resolved: self.is_resolved(),
-            panic: self.config.health.is_some() && in_panic(&set.endpoints),
+            panic: in_panic(&set.endpoints, now),
             targets: set
                 .endpoints
                 .iter()
@@ -254,8 +255,11 @@ impl UpstreamPool {
     }
 }
 
-/// Whether few enough targets are healthy for panic mode (never for an empty set).
-fn in_panic(endpoints: &[Endpoint]) -> bool {
-    let healthy = endpoints.iter().filter(|e| e.state.is_healthy()).count();
-    !endpoints.is_empty() && healthy * 100 <= endpoints.len() * PANIC_HEALTHY_PERCENT
+/// Whether few enough targets are live for panic mode (never for an empty set).
+fn in_panic(endpoints: &[Endpoint], now: u64) -> bool {
+    let live = endpoints
+        .iter()
+        .filter(|e| e.state.is_healthy() && !e.state.is_ejected(now))
+        .count();
+    !endpoints.is_empty() && live * 100 <= endpoints.len() * PANIC_HEALTHY_PERCENT
 }

@@ -333,26 +333,46 @@ fn outlier_ejects_after_five_5xx_and_selection_skips_it() {
 
 #[tokio::test]
 async fn ejection_expires_lazily() {
-    let mut config = upstream(vec![target("127.0.0.1:9001", 1)], Balance::RoundRobin);
+    let mut config = upstream(
+        vec![target("127.0.0.1:9001", 1), target("127.0.0.1:9002", 1)],
+        Balance::RoundRobin,
+    );
     config.outlier.base_ejection = Duration::from_millis(50);
     let pool = UpstreamPool::new("e", &config);
-    let pick = pool.select(&NO_KEY, &[]).unwrap();
+    let bad = pool.select(&NO_KEY, &[]).unwrap();
     for _ in 0..5 {
-        pool.report(&pick, Outcome::Timeout, Duration::from_millis(1));
+        pool.report(&bad, Outcome::Timeout, Duration::from_millis(1));
     }
-    // One target: "at least one" may always be ejected, and ejection beats panic mode.
-    assert!(pool.select(&NO_KEY, &[]).is_none());
+    // The ejected target is skipped while the other is live.
+    for _ in 0..10 {
+        assert_ne!(pool.select(&NO_KEY, &[]).unwrap().addr, bad.addr);
+    }
     assert!(
-        eventually(Duration::from_secs(2), || pool
-            .select(&NO_KEY, &[])
-            .is_some())
+        eventually(Duration::from_secs(2), || (0..4)
+            .any(|_| pool.select(&NO_KEY, &[]).is_some_and(|p| p.addr == bad.addr)))
         .await
     );
     // A success resets the failure streak.
+    pool.report(&bad, Outcome::Status(500), Duration::from_millis(1));
+    pool.report(&bad, Outcome::Status(404), Duration::from_millis(1));
+    let snap = pool.snapshot();
+    let t = snap.targets.iter().find(|t| t.address == bad.addr).unwrap();
+    assert_eq!(t.consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn panic_mode_serves_through_an_ejected_only_target() {
+    let mut config = upstream(vec![target("127.0.0.1:9001", 1)], Balance::RoundRobin);
+    config.outlier.base_ejection = Duration::from_secs(30);
+    let pool = UpstreamPool::new("p", &config);
     let pick = pool.select(&NO_KEY, &[]).unwrap();
-    pool.report(&pick, Outcome::Status(500), Duration::from_millis(1));
-    pool.report(&pick, Outcome::Status(404), Duration::from_millis(1));
-    assert_eq!(pool.snapshot().targets[0].consecutive_failures, 0);
+    for _ in 0..5 {
+        pool.report(&pick, Outcome::Status(503), Duration::from_millis(1));
+    }
+    let snap = pool.snapshot();
+    assert!(snap.targets[0].ejected_for_ms.is_some(), "the only target is ejected");
+    assert!(snap.panic, "no live target: panic mode");
+    assert_eq!(pool.select(&NO_KEY, &[]).unwrap().addr, pick.addr);
 }
 
 #[tokio::test]
