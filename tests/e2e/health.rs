@@ -175,3 +175,47 @@ routes:
         .unwrap_or_default();
     assert!(targets.iter().any(|t| t["ejections"] == 1), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_that_go_away_do_not_eject_the_upstream() {
+    let slow = Upstream::start("slow").await;
+    slow.set_delay(Duration::from_millis(300));
+    let port = free_port();
+    let m = Meridian::start(&format!(
+        r#"
+listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
+admin: {{ address: "{{admin}}" }}
+telemetry: {{ access_log: off }}
+upstreams:
+  pool: {{ targets: ["{slow}"], outlier: {{ consecutive_5xx: 2 }} }}
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
+"#,
+        slow = slow.addr
+    ));
+    // Each client gives up before the upstream answers.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .expect("client");
+    for _ in 0..6 {
+        assert!(impatient
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .is_err());
+    }
+    assert!(wait_until(Duration::from_secs(5), || slow.hits() >= 6));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let v = upstreams_json(&m.admin).await;
+    let target = &v["upstreams"]["pool"]["targets"][0];
+    assert_eq!(target["ejections"], 0, "{v}");
+    assert_eq!(target["consecutive_failures"], 0, "{v}");
+    slow.set_delay(Duration::ZERO);
+    let r = client()
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), 200);
+}
