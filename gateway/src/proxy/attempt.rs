@@ -253,7 +253,12 @@ pub fn finish(ctx: &mut RequestCtx, e: Option<&Error>) {
     if !ctx.reported {
         let outcome = match e {
             Some(e) if e.esource() != &ErrorSource::Upstream => None,
-            Some(e) if matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            Some(e)
+                if matches!(
+                    e.etype(),
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                ) =>
+            {
                 Some(Outcome::Timeout)
             }
             Some(_) => Some(Outcome::Reset),

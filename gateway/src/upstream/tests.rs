@@ -348,8 +348,9 @@ async fn ejection_expires_lazily() {
         assert_ne!(pool.select(&NO_KEY, &[]).unwrap().addr, bad.addr);
     }
     assert!(
-        eventually(Duration::from_secs(2), || (0..4)
-            .any(|_| pool.select(&NO_KEY, &[]).is_some_and(|p| p.addr == bad.addr)))
+        eventually(Duration::from_secs(2), || (0..4).any(|_| pool
+            .select(&NO_KEY, &[])
+            .is_some_and(|p| p.addr == bad.addr)))
         .await
     );
     // A success resets the failure streak.
@@ -370,7 +371,10 @@ async fn panic_mode_serves_through_an_ejected_only_target() {
         pool.report(&pick, Outcome::Status(503), Duration::from_millis(1));
     }
     let snap = pool.snapshot();
-    assert!(snap.targets[0].ejected_for_ms.is_some(), "the only target is ejected");
+    assert!(
+        snap.targets[0].ejected_for_ms.is_some(),
+        "the only target is ejected"
+    );
     assert!(snap.panic, "no live target: panic mode");
     assert_eq!(pool.select(&NO_KEY, &[]).unwrap().addr, pick.addr);
 }
