@@ -16,17 +16,17 @@ async fn setup(balance: &str, weights: [u32; 3]) -> (Vec<Upstream>, Meridian, u1
         .zip(weights)
         .map(|(u, w)| format!("{{ address: \"{}\", weight: {w} }}", u.addr))
         .collect();
-    let m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool: {{ targets: [{}], balance: {balance}, outlier: off }}
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#,
-        targets.join(", ")
+            targets.join(", ")
+        ),
     ));
     (ups, m, port)
 }
@@ -39,16 +39,7 @@ fn hits(ups: &[Upstream]) -> Vec<usize> {
 async fn round_robin_is_even() {
     let (ups, _m, port) = setup("round_robin", [1, 1, 1]).await;
     let c = client();
-    for _ in 0..30 {
-        assert_eq!(
-            c.get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-                .expect("req")
-                .status(),
-            200
-        );
-    }
+    get_ok(&c, port, 30).await;
     assert_eq!(hits(&ups), vec![10, 10, 10]);
 }
 
@@ -56,16 +47,7 @@ async fn round_robin_is_even() {
 async fn weighted_follows_weights() {
     let (ups, _m, port) = setup("weighted", [5, 3, 1]).await;
     let c = client();
-    for _ in 0..90 {
-        assert_eq!(
-            c.get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-                .expect("req")
-                .status(),
-            200
-        );
-    }
+    get_ok(&c, port, 90).await;
     assert_eq!(hits(&ups), vec![50, 30, 10]);
 }
 
@@ -110,16 +92,7 @@ async fn least_conn_avoids_the_busy_target() {
     }
     assert!(wait_until(Duration::from_secs(5), || ups[0].hits() >= 1));
     let busy_before = ups[0].hits();
-    for _ in 0..20 {
-        assert_eq!(
-            c.get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-                .expect("req")
-                .status(),
-            200
-        );
-    }
+    get_ok(&c, port, 20).await;
     for s in slow {
         let _ = s.await;
     }
@@ -135,16 +108,7 @@ async fn p2c_ewma_prefers_the_fast_targets() {
     let (ups, _m, port) = setup("p2c_ewma", [1, 1, 1]).await;
     ups[0].set_delay(Duration::from_millis(60));
     let c = client();
-    for _ in 0..150 {
-        assert_eq!(
-            c.get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-                .expect("req")
-                .status(),
-            200
-        );
-    }
+    get_ok(&c, port, 150).await;
     let h = hits(&ups);
     assert!(h[0] * 4 < h[1] + h[2], "slow target got too many: {h:?}");
 }

@@ -396,3 +396,85 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     std::fs::write(&p, contents).expect("write fixture");
     p
 }
+
+/// A config whose head is one plain listener on `127.0.0.1:port`, the admin on `{admin}` and
+/// the access log off, followed by `rest` (upstreams, routes, anything else).
+pub fn with_listener(port: u16, rest: &str) -> String {
+    format!(
+        "listeners: [ {{ name: public, address: \"127.0.0.1:{port}\" }} ]\nadmin: {{ address: \"{{admin}}\" }}\ntelemetry: {{ access_log: off }}\n{rest}"
+    )
+}
+
+/// Client load running in the background: workers sending `GET /` in a loop.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts `workers` clients sending `GET /` to `127.0.0.1:port` until [`Load::finish`]
+/// (bounded: at most 100,000 requests each).
+pub fn start_load(port: u16, workers: usize) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let tasks = (0..workers)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                let c = client();
+                // Bounded: at most 100,000 requests per worker.
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match c.get(format!("http://127.0.0.1:{port}/")).send().await {
+                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
+                        other => {
+                            eprintln!("request failed: {other:?}");
+                            failed.fetch_add(1, Ordering::SeqCst)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    Load {
+        stop,
+        ok,
+        failed,
+        tasks,
+    }
+}
+
+impl Load {
+    /// Requests answered 200 so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Stops the workers; returns (requests answered 200, requests failed).
+    pub async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Sends `n` sequential `GET /` to `127.0.0.1:port` and asserts each answers 200.
+pub async fn get_ok(c: &reqwest::Client, port: u16, n: usize) {
+    for i in 0..n {
+        let r = c
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "request {i} of {n}");
+    }
+}

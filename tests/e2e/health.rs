@@ -15,15 +15,30 @@ async fn upstreams_json(admin: &str) -> serde_json::Value {
         .expect("json")
 }
 
+/// Polls `/admin/upstreams` (≤ 5 s) until the targets of upstream `pool` satisfy `pred`.
+async fn wait_for_targets(admin: &str, pred: impl Fn(&[serde_json::Value]) -> bool) -> bool {
+    for _ in 0..100 {
+        let v = upstreams_json(admin).await;
+        if pred(
+            v["upstreams"]["pool"]["targets"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice),
+        ) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn active_check_ejects_and_recovers() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     let port = free_port();
-    let m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool:
     targets: ["{a}", "{b}"]
@@ -31,8 +46,9 @@ upstreams:
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#,
-        a = a.addr,
-        b = b.addr
+            a = a.addr,
+            b = b.addr
+        ),
     ));
     b.set_health(500);
     assert!(wait_until(Duration::from_secs(5), || b
@@ -40,32 +56,11 @@ routes:
         .health_hits
         .load(std::sync::atomic::Ordering::SeqCst)
         >= 3));
-    let mut unhealthy = false;
-    for _ in 0..100 {
-        let v = upstreams_json(&m.admin).await;
-        let targets = v["upstreams"]["pool"]["targets"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if targets.iter().any(|t| t["healthy"] == false) {
-            unhealthy = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let unhealthy = wait_for_targets(&m.admin, |t| t.iter().any(|t| t["healthy"] == false)).await;
     assert!(unhealthy, "target b never became unhealthy");
     let c = client();
     let before = b.hits();
-    for _ in 0..20 {
-        assert_eq!(
-            c.get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-                .expect("req")
-                .status(),
-            200
-        );
-    }
+    get_ok(&c, port, 20).await;
     assert_eq!(b.hits(), before, "an unhealthy target got traffic");
     b.set_health(200);
     let mut recovered = false;
@@ -90,11 +85,10 @@ async fn tcp_check_marks_a_closed_port_down() {
     let a = Upstream::start("a").await;
     let dead = free_port();
     let port = free_port();
-    let m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool:
     targets: ["{a}", "127.0.0.1:{dead}"]
@@ -103,33 +97,16 @@ upstreams:
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#,
-        a = a.addr
+            a = a.addr
+        ),
     ));
-    let mut down = false;
-    for _ in 0..100 {
-        let v = upstreams_json(&m.admin).await;
-        let targets = v["upstreams"]["pool"]["targets"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if targets.iter().filter(|t| t["healthy"] == false).count() == 1 {
-            down = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let down = wait_for_targets(&m.admin, |t| {
+        t.iter().filter(|t| t["healthy"] == false).count() == 1
+    })
+    .await;
     assert!(down, "closed port never marked down");
     let c = client();
-    for _ in 0..10 {
-        assert_eq!(
-            c.get(format!("http://127.0.0.1:{port}/"))
-                .send()
-                .await
-                .expect("req")
-                .status(),
-            200
-        );
-    }
+    get_ok(&c, port, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -137,11 +114,10 @@ async fn outlier_ejection_after_consecutive_5xx() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     b.set_status(500);
     let port = free_port();
-    let m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool:
     targets: ["{a}", "{b}"]
@@ -150,8 +126,9 @@ upstreams:
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#,
-        a = a.addr,
-        b = b.addr
+            a = a.addr,
+            b = b.addr
+        ),
     ));
     let c = client();
     let mut fails = 0;
@@ -181,17 +158,17 @@ async fn clients_that_go_away_do_not_eject_the_upstream() {
     let slow = Upstream::start("slow").await;
     slow.set_delay(Duration::from_millis(300));
     let port = free_port();
-    let m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool: {{ targets: ["{slow}"], outlier: {{ consecutive_5xx: 2 }} }}
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#,
-        slow = slow.addr
+            slow = slow.addr
+        ),
     ));
     // Each client gives up before the upstream answers.
     let impatient = reqwest::Client::builder()

@@ -90,11 +90,10 @@ fn cases() -> Vec<Case> {
 async fn protection_table() {
     let up = Upstream::start("up").await;
     let port = free_port();
-    let _m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 limits: {{ max_body: 1KiB }}
 upstreams:
   up: {{ targets: ["{up}"] }}
@@ -102,7 +101,8 @@ routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: up }}
   - {{ name: private, match: {{ path_prefix: /private }}, upstream: up, access: {{ allow: [10.0.0.0/8] }} }}
 "#,
-        up = up.addr
+            up = up.addr
+        ),
     ));
     let addr = format!("127.0.0.1:{port}");
     let mut failures = Vec::new();

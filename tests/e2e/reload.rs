@@ -1,7 +1,5 @@
 //! Reload under load: zero failed requests; invalid configs refused while traffic flows.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -24,56 +22,6 @@ routes:
         a = a.addr,
         b = b.addr
     )
-}
-
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn start_load(port: u16, workers: usize) -> Load {
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let tasks = (0..workers)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                let c = client();
-                // Bounded: at most 100,000 requests per worker.
-                for _ in 0..100_000 {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    match c.get(format!("http://127.0.0.1:{port}/")).send().await {
-                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
-                        _ => failed.fetch_add(1, Ordering::SeqCst),
-                    };
-                }
-            })
-        })
-        .collect();
-    Load {
-        stop,
-        ok,
-        failed,
-        tasks,
-    }
-}
-
-impl Load {
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        (
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
-    }
 }
 
 async fn generation_header(port: u16) -> String {

@@ -6,11 +6,10 @@ async fn setup(extra_route: &str) -> (Upstream, Upstream, Meridian, u16) {
     let (bad, good) = (Upstream::start("bad").await, Upstream::start("good").await);
     bad.set_status(503);
     let port = free_port();
-    let m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool:
     targets: ["{bad}", "{good}"]
@@ -20,8 +19,9 @@ upstreams:
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool {extra_route} }}
 "#,
-        bad = bad.addr,
-        good = good.addr
+            bad = bad.addr,
+            good = good.addr
+        ),
     ));
     (bad, good, m, port)
 }
@@ -92,11 +92,10 @@ async fn connect_errors_are_retried_elsewhere() {
     let good = Upstream::start("good").await;
     let dead = free_port();
     let port = free_port();
-    let _m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool:
     targets: ["127.0.0.1:{dead}", "{good}"]
@@ -105,7 +104,8 @@ upstreams:
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#,
-        good = good.addr
+            good = good.addr
+        ),
     ));
     let c = client();
     for _ in 0..10 {
@@ -126,16 +126,16 @@ routes:
 async fn all_targets_down_gives_502_with_reason() {
     let dead = free_port();
     let port = free_port();
-    let _m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool: {{ targets: ["127.0.0.1:{dead}"], retries: {{ attempts: 0 }} }}
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#
+        ),
     ));
     let r = client()
         .get(format!("http://127.0.0.1:{port}/"))

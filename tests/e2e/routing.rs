@@ -137,11 +137,10 @@ async fn routing_table() {
         Upstream::start("c").await,
     );
     let port = free_port();
-    let m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   a: {{ targets: ["{a}"] }}
   b: {{ targets: ["{b}"] }}
@@ -160,9 +159,10 @@ routes:
   - {{ name: strip, match: {{ path_prefix: /svc/b/ }}, upstream: b, rewrite: {{ strip_prefix: / }} }}
   - {{ name: admin, match: {{ path_prefix: /admin }}, upstream: a, access: {{ deny: [0.0.0.0/0, "::/0"] }} }}
 "#,
-        a = a.addr,
-        b = b.addr,
-        c = c.addr
+            a = a.addr,
+            b = b.addr,
+            c = c.addr
+        ),
     ));
     let _ = &m;
     let ups = [("a", &a), ("b", &b), ("c", &c)];
@@ -208,11 +208,10 @@ routes:
 async fn weighted_split_and_header_rules() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     let port = free_port();
-    let _m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   a: {{ targets: ["{a}"] }}
   b: {{ targets: ["{b}"] }}
@@ -223,8 +222,9 @@ routes:
     request_headers: {{ set: {{ x-set: "yes" }}, add: {{ x-add: "1" }}, remove: [x-drop] }}
     response_headers: {{ set: {{ x-served-by: meridian }}, remove: [x-upstream] }}
 "#,
-        a = a.addr,
-        b = b.addr
+            a = a.addr,
+            b = b.addr
+        ),
     ));
     let c = client();
     let n = 500;

@@ -9,17 +9,17 @@ async fn read_timeout_gives_504() {
     let slow = Upstream::start("slow").await;
     slow.set_delay(Duration::from_secs(3));
     let port = free_port();
-    let _m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool: {{ targets: ["{slow}"], timeouts: {{ read: 200ms }}, retries: {{ attempts: 0 }} }}
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#,
-        slow = slow.addr
+            slow = slow.addr
+        ),
     ));
     let t = Instant::now();
     let r = client()
@@ -41,11 +41,10 @@ async fn total_timeout_bounds_retries() {
     s1.set_delay(Duration::from_secs(3));
     s2.set_delay(Duration::from_secs(3));
     let port = free_port();
-    let _m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool:
     targets: ["{s1}", "{s2}"]
@@ -54,8 +53,9 @@ upstreams:
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#,
-        s1 = s1.addr,
-        s2 = s2.addr
+            s1 = s1.addr,
+            s2 = s2.addr
+        ),
     ));
     let t = Instant::now();
     let r = client()
@@ -89,16 +89,16 @@ async fn connect_timeout_gives_502() {
         }
     }
     let port = free_port();
-    let _m = Meridian::start(&format!(
-        r#"
-listeners: [ {{ name: public, address: "127.0.0.1:{port}" }} ]
-admin: {{ address: "{{admin}}" }}
-telemetry: {{ access_log: off }}
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
 upstreams:
   pool: {{ targets: ["{full}"], timeouts: {{ connect: 200ms }}, retries: {{ attempts: 0 }} }}
 routes:
   - {{ name: all, match: {{ path_prefix: / }}, upstream: pool }}
 "#
+        ),
     ));
     let t = Instant::now();
     let r = client()
