@@ -115,6 +115,11 @@ routes:
         "{text}"
     );
 
+    // The client keeps its connection to the listener open (keep-alive) while we scrape.
+    assert!(
+        metric(&parsed, "meridian_downstream_connections_active", &[]) >= 1.0,
+        "{text}"
+    );
     let mut lines = Vec::new();
     assert!(wait_until(Duration::from_secs(5), || {
         lines = m.access_log();

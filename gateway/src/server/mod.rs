@@ -1,6 +1,7 @@
 //! Listeners: one pingora proxy service per configured listener (plain HTTP/1.1 with optional
 //! h2c, or TLS with ALPN h2/http1.1), plus the admin service.
 
+mod connections;
 pub mod drain;
 pub mod tls;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::Server;
 use pingora::services::listening::Service;
 
@@ -40,21 +41,19 @@ pub fn add_services(
             state.draining.clone(),
             l.tls.is_some(),
         );
-        let mut svc = http_proxy_service_with_name(
-            &server.configuration,
-            proxy,
-            &format!("listener {}", l.name),
+        let mut app = http_proxy(&server.configuration, proxy);
+        if l.h2c && l.tls.is_none() {
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = true;
+            app.server_options = Some(opts);
+        }
+        let mut svc = Service::new(
+            format!("listener {}", l.name),
+            connections::CountConnections::new(app),
         );
         let addr = l.address.to_string();
         match &l.tls {
             None => {
-                if l.h2c {
-                    if let Some(app) = svc.app_logic_mut() {
-                        let mut opts = HttpServerOptions::default();
-                        opts.h2c = true;
-                        app.server_options = Some(opts);
-                    }
-                }
                 svc.add_listener(ListenerConfig::tcp(addr).l4_buffer(l4_buffers()));
             }
             Some(t) => match tls::listener_settings(t) {
