@@ -124,3 +124,41 @@ async fn invalid_reload_is_refused_and_old_config_keeps_serving() {
     assert_eq!(failed, 0);
     assert!(ok > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_flight_requests_finish_on_the_plan_they_started_with() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    a.set_delay(Duration::from_millis(800));
+    let port = free_port();
+    let m = Meridian::start(&config(port, &a, &b, "old", "a"));
+    let slow = tokio::spawn(async move {
+        client()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+    });
+    assert!(
+        wait_until(Duration::from_secs(5), || a.hits() == 1),
+        "the slow request reached a"
+    );
+    m.write_config(&config(port, &a, &b, "new", "b"));
+    let r = client()
+        .post(format!("{}/admin/reload", m.admin))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        generation_header(port).await,
+        "new",
+        "new requests use the new plan"
+    );
+    let old = slow.await.expect("task").expect("slow request");
+    assert_eq!(old.status(), 200);
+    assert_eq!(old.headers()["x-upstream"], "a");
+    assert_eq!(
+        old.headers()["x-generation"],
+        "old",
+        "the in-flight request kept its plan"
+    );
+}
