@@ -80,14 +80,23 @@ routes:
         .await
         .expect("req");
     assert_eq!(r.headers()["x-request-id"], "client-chosen-id-1");
-    let text = c
-        .get(format!("{}/metrics", m.admin))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("body");
+    // A request is counted once its response is sent, so the last one may land a moment later.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = c
+            .get(format!("{}/metrics", m.admin))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        let counted = metric(&parse_metrics(&text), "meridian_http_requests_total", &[]);
+        if counted >= 11.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let parsed = parse_metrics(&text);
     assert_eq!(
         metric(

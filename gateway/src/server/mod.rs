@@ -49,7 +49,7 @@ pub fn add_services(
         }
         let mut svc = Service::new(
             format!("listener {}", l.name),
-            connections::CountConnections::new(app),
+            connections::ConnectionApp::new(app, l.h2c && l.tls.is_none()),
         );
         let addr = l.address.to_string();
         match &l.tls {
