@@ -268,3 +268,44 @@ routes:
         .get("x-request-id")
         .is_some_and(|id| !id.is_empty()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http10_upstream_is_answered_in_http11() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An HTTP/1.0 origin (like `python3 -m http.server`): answers and closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origin = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        for _ in 0..16 {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let port = free_port();
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
+upstreams:
+  old: {{ targets: ["{origin}"] }}
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: old }}
+"#
+        ),
+    ));
+    let resp = raw(
+        &format!("127.0.0.1:{port}"),
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    server.abort();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.ends_with("ok"), "{resp}");
+}
