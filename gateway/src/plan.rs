@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use pingora::protocols::tls::CaType;
 use plugins::{Plugin, Registry};
 
 use crate::config::{Config, RouteUpstream};
@@ -35,6 +36,8 @@ pub struct UpstreamPlan {
     pub pool: Arc<UpstreamPool>,
     /// Pre-resolved metric handles.
     pub metrics: UpstreamMetrics,
+    /// CAs for verifying this upstream's TLS certificate (`tls.ca`), loaded once per plan.
+    pub ca: Option<Arc<CaType>>,
 }
 
 /// Where a route sends its requests.
@@ -91,21 +94,29 @@ impl Plan {
         let upstreams =
             UpstreamRegistry::build(&config.upstreams, previous.map(|p| &p.upstreams), rt);
         let metrics = Metrics::global();
-        let upstream_plans: HashMap<String, Arc<UpstreamPlan>> = config
-            .upstreams
-            .keys()
-            .filter_map(|name| {
-                let pool = upstreams.get(name)?.clone();
-                Some((
-                    name.clone(),
-                    Arc::new(UpstreamPlan {
-                        name: Arc::from(name.as_str()),
-                        pool,
-                        metrics: metrics.upstream_handles(name),
-                    }),
-                ))
-            })
-            .collect();
+        let mut upstream_plans: HashMap<String, Arc<UpstreamPlan>> = HashMap::new();
+        for (name, cfg) in &config.upstreams {
+            let Some(pool) = upstreams.get(name).cloned() else {
+                continue;
+            };
+            let ca = match cfg.tls.as_ref().and_then(|t| t.ca.as_ref()) {
+                Some(path) => match crate::server::tls::load_ca(path) {
+                    Ok(ca) => Some(ca),
+                    Err(e) => {
+                        errors.push(format!("{source}: upstreams.{name}.tls.ca: {e}"));
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let plan = UpstreamPlan {
+                name: Arc::from(name.as_str()),
+                pool,
+                metrics: metrics.upstream_handles(name),
+                ca,
+            };
+            upstream_plans.insert(name.clone(), Arc::new(plan));
+        }
         let pool = |name: &str| upstream_plans.get(name).cloned();
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {

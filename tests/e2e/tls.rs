@@ -177,3 +177,100 @@ routes:
         .expect("h1 request");
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
 }
+
+/// Starts an HTTPS upstream (HTTP/1.1) with the certificate `name` from `dir`; answers 200 "tls".
+async fn tls_upstream(dir: &Path, name: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio_rustls::rustls;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs: Vec<_> = rustls_pemfile_certs(&dir.join(format!("{name}.pem")));
+    let key_pem = std::fs::read(dir.join(format!("{name}.key"))).expect("key");
+    let key = rustls::pki_types::PrivateKeyDer::try_from(
+        rcgen::KeyPair::from_pem(std::str::from_utf8(&key_pem).expect("utf8"))
+            .expect("key pem")
+            .serialize_der(),
+    )
+    .expect("key der");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"tls")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+fn rustls_pemfile_certs(
+    path: &Path,
+) -> Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    tokio_rustls::rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .expect("pem")
+        .map(|c| c.expect("cert"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_tls_is_verified_against_the_configured_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_pki(dir.path());
+    let (origin, task) = tls_upstream(dir.path(), "a").await;
+    let d = dir.path().display();
+    let config = |tls: &str| {
+        format!(
+            r#"
+upstreams:
+  secure: {{ targets: ["{origin}"], tls: {tls}, retries: {{ attempts: 0 }} }}
+routes:
+  - {{ name: all, match: {{ path_prefix: / }}, upstream: secure }}
+"#
+        )
+    };
+    let cases = [
+        // trusted CA, right name: verified
+        (format!("{{ sni: a.example.com, ca: {d}/ca.pem }}"), 200),
+        // the system roots do not know the test CA
+        ("{ sni: a.example.com }".to_string(), 502),
+        // trusted CA, wrong name
+        (format!("{{ sni: wrong.example.com, ca: {d}/ca.pem }}"), 502),
+        // verification off
+        ("{ sni: a.example.com, verify: false }".to_string(), 200),
+    ];
+    for (tls, want) in cases {
+        let port = free_port();
+        let _m = Meridian::start(&with_listener(port, &config(&tls)));
+        let r = client()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .send()
+            .await
+            .expect("req");
+        assert_eq!(r.status(), want, "tls: {tls}");
+        if want == 200 {
+            assert_eq!(r.text().await.expect("body"), "tls");
+        }
+    }
+    task.abort();
+}

@@ -96,7 +96,9 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
         admin_pos = n.pos;
         read_admin(n, p, e)
     });
-    let upstreams = f.get("upstreams", errs, |n, _, e| Some(read_upstreams(n, e)));
+    let upstreams = f.get("upstreams", errs, |n, _, e| {
+        Some(read_upstreams(n, e, base))
+    });
     let declared = upstreams
         .as_ref()
         .map(|u| u.declared.clone())
@@ -143,7 +145,12 @@ fn path_buf(node: &Node, path: &str, errs: &mut Errors) -> Option<PathBuf> {
 }
 
 /// An input file: resolved against `base` when relative, and required to exist.
-fn input_file(node: &Node, path: &str, errs: &mut Errors, base: &Path) -> Option<PathBuf> {
+pub(crate) fn input_file(
+    node: &Node,
+    path: &str,
+    errs: &mut Errors,
+    base: &Path,
+) -> Option<PathBuf> {
     parsed(node, path, errs, |s| {
         if s.is_empty() {
             return Err("expected a file path".to_owned());

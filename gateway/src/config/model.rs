@@ -289,6 +289,8 @@ pub struct UpstreamTls {
     pub sni: Option<String>,
     /// Verify the upstream certificate (default true).
     pub verify: bool,
+    /// PEM bundle of the CAs the upstream certificate must chain to (default: the system's).
+    pub ca: Option<PathBuf>,
     /// Speak HTTP/2 to the upstream when ALPN allows (default false).
     pub http2: bool,
 }

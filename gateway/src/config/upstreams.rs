@@ -1,6 +1,7 @@
 //! Reading the `upstreams:` section.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use super::defaults::{DNS_REFRESH, HEALTH_EXPECT};
 use super::error::Errors;
@@ -35,7 +36,7 @@ pub(crate) struct ReadUpstreams {
 }
 
 /// Reads every upstream. Invalid upstreams are reported and left out of `valid`.
-pub(crate) fn read_upstreams(node: &Node, errs: &mut Errors) -> ReadUpstreams {
+pub(crate) fn read_upstreams(node: &Node, errs: &mut Errors, base: &Path) -> ReadUpstreams {
     let mut out = ReadUpstreams {
         valid: BTreeMap::new(),
         declared: BTreeSet::new(),
@@ -56,7 +57,7 @@ pub(crate) fn read_upstreams(node: &Node, errs: &mut Errors) -> ReadUpstreams {
         }
         let path = format!("upstreams.{}", entry.key);
         out.declared.insert(entry.key.clone());
-        if let Some(upstream) = read_upstream(&entry.value, &path, errs) {
+        if let Some(upstream) = read_upstream(&entry.value, &path, errs, base) {
             out.valid.insert(entry.key.clone(), upstream);
         }
     }
@@ -71,7 +72,7 @@ pub(crate) fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-fn read_upstream(node: &Node, path: &str, errs: &mut Errors) -> Option<Upstream> {
+fn read_upstream(node: &Node, path: &str, errs: &mut Errors, base: &Path) -> Option<Upstream> {
     let mut f = Fields::open(node, path, errs)?;
     let targets = f.require("targets", errs, read_targets);
     let mut up = Upstream::with_targets(Vec::new());
@@ -81,7 +82,7 @@ fn read_upstream(node: &Node, path: &str, errs: &mut Errors) -> Option<Upstream>
     up.outlier = f.get_or("outlier", Outlier::default(), errs, read_outlier);
     up.retries = f.get_or("retries", Retries::default(), errs, read_retries);
     up.timeouts = f.get_or("timeouts", Timeouts::default(), errs, read_timeouts);
-    up.tls = f.get("tls", errs, read_tls);
+    up.tls = f.get("tls", errs, |n, p, e| read_tls(n, p, e, base));
     up.keepalive = f.get_or("keepalive", Keepalive::default(), errs, read_keepalive);
     f.finish(errs);
     up.targets = targets?;
@@ -392,13 +393,14 @@ fn read_timeouts(node: &Node, path: &str, errs: &mut Errors) -> Option<Timeouts>
     Some(out)
 }
 
-fn read_tls(node: &Node, path: &str, errs: &mut Errors) -> Option<UpstreamTls> {
+fn read_tls(node: &Node, path: &str, errs: &mut Errors, base: &Path) -> Option<UpstreamTls> {
     let mut f = Fields::open(node, path, errs)?;
     let out = UpstreamTls {
         sni: f.get("sni", errs, |n, p, e| {
             parsed(n, p, e, validate::server_name)
         }),
         verify: f.get_or("verify", true, errs, boolean),
+        ca: f.get("ca", errs, |n, p, e| super::load::input_file(n, p, e, base)),
         http2: f.get_or("http2", false, errs, boolean),
     };
     f.finish(errs);

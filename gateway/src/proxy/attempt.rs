@@ -92,6 +92,7 @@ pub async fn next_peer(
     if let Some(t) = &up.tls {
         o.verify_cert = t.verify;
         o.verify_hostname = t.verify;
+        o.ca = upstream.ca.clone();
         o.alpn = if t.http2 { ALPN::H2H1 } else { ALPN::H1 };
     }
     Ok(Box::new(peer))

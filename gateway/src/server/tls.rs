@@ -8,6 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
+use pingora::utils::tls::{parse_x509, WrappedX509};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
@@ -119,6 +120,23 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.pick(hello.server_name()))
     }
+}
+
+/// Loads a PEM bundle of CA certificates for verifying upstreams. Every certificate is checked
+/// by webpki before pingora parses it, so a bad file is an error, never a panic.
+pub fn load_ca(path: &Path) -> Result<Arc<pingora::protocols::tls::CaType>, String> {
+    let certs = read_certs(path)?;
+    let mut check = RootCertStore::empty();
+    for cert in &certs {
+        check
+            .add(cert.clone())
+            .map_err(|e| format!("{}: invalid CA certificate: {e}", path.display()))?;
+    }
+    let wrapped: Vec<WrappedX509> = certs
+        .into_iter()
+        .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+        .collect();
+    Ok(Arc::from(wrapped))
 }
 
 fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
