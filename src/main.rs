@@ -38,16 +38,23 @@ enum Command {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
-        Command::Check { config } => match gateway::config::load_file(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Command::Check { config } => {
+            let checked = gateway::builder::GatewayBuilder::from_file(&config)
+                .map_err(|errors| vec![errors.to_string()])
+                .and_then(|builder| builder.check());
+            match checked {
+                Ok(()) => {
+                    println!("{}: ok", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("{e}");
+                    }
+                    ExitCode::FAILURE
+                }
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Run { config, upgrade } => {
             let builder = match gateway::builder::GatewayBuilder::from_file(&config) {
                 Ok(b) => b,

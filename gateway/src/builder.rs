@@ -62,13 +62,49 @@ impl GatewayBuilder {
         self
     }
 
+    /// Validates everything [`GatewayBuilder::build`] would, without listening: the plan (routes,
+    /// upstreams, plugins by name and settings, upstream CAs) and every listener's certificates
+    /// and keys. This is `meridian check`.
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let source = self.source();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| vec![format!("runtime: {e}")])?;
+        let mut errors = Vec::new();
+        if let Err(mut e) = Plan::build(
+            Arc::new(self.config.clone()),
+            &source,
+            None,
+            &self.registry,
+            rt.handle(),
+        ) {
+            errors.append(&mut e);
+        }
+        for l in &self.config.listeners {
+            if let Some(tls) = &l.tls {
+                if let Err(e) = crate::server::tls::listener_settings(tls) {
+                    errors.push(format!("{source}: listener {}: {e}", l.name));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn source(&self) -> String {
+        self.path
+            .as_ref()
+            .map_or_else(|| "<in code>".to_string(), |p| p.display().to_string())
+    }
+
     /// Compiles the plan and prepares the listeners. Errors are one message each.
     pub fn build(self) -> Result<Gateway, Vec<String>> {
         let control = ControlRuntime::start().map_err(|e| vec![format!("control runtime: {e}")])?;
-        let source = self
-            .path
-            .as_ref()
-            .map_or_else(|| "<in code>".to_string(), |p| p.display().to_string());
+        let source = self.source();
         let telemetry = Telemetry::new(&self.config.telemetry)
             .map_err(|e| vec![format!("{source}: telemetry: {e}")])?;
         let config = Arc::new(self.config);
