@@ -178,7 +178,8 @@ routes:
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
 }
 
-/// Starts an HTTPS upstream (HTTP/1.1) with the certificate `name` from `dir`; answers 200 "tls".
+/// Starts an HTTPS upstream (HTTP/1.1 and HTTP/2 by ALPN) with the certificate `name` from
+/// `dir`; answers 200 with the HTTP version it was spoken to in.
 async fn tls_upstream(dir: &Path, name: &str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio_rustls::rustls;
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -190,10 +191,11 @@ async fn tls_upstream(dir: &Path, name: &str) -> (SocketAddr, tokio::task::JoinH
             .serialize_der(),
     )
     .expect("key der");
-    let config = rustls::ServerConfig::builder()
+    let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
