@@ -33,6 +33,8 @@ pub struct GatewayState {
     pub started: AtomicBool,
     /// Set while connections drain before a shutdown or upgrade.
     pub draining: Arc<AtomicBool>,
+    /// Set once every listener has accepted a connection (they stay bound from then on).
+    listeners_up: AtomicBool,
     reload_lock: Mutex<()>,
 }
 
@@ -63,6 +65,7 @@ impl GatewayState {
             rt,
             started: AtomicBool::new(false),
             draining: Arc::new(AtomicBool::new(false)),
+            listeners_up: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
         }
     }
@@ -187,13 +190,18 @@ impl GatewayState {
         Ok(())
     }
 
-    /// Whether every listener accepts connections (used by `/readyz`).
+    /// Whether every listener accepts connections (used by `/readyz`). Listeners are probed
+    /// with a TCP connect only until they all answered once, so probes do not fill the log
+    /// with aborted TLS handshakes.
     pub fn listeners_ready(&self) -> bool {
         if !self.started.load(Ordering::Acquire) || self.draining.load(Ordering::Acquire) {
             return false;
         }
+        if self.listeners_up.load(Ordering::Acquire) {
+            return true;
+        }
         let plan = self.plan.load();
-        plan.config.listeners.iter().all(|l| {
+        let up = plan.config.listeners.iter().all(|l| {
             let mut addr = l.address;
             if addr.ip().is_unspecified() {
                 addr.set_ip(if addr.is_ipv4() {
@@ -203,6 +211,8 @@ impl GatewayState {
                 });
             }
             std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        })
+        });
+        self.listeners_up.store(up, Ordering::Release);
+        up
     }
 }
