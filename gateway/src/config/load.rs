@@ -16,7 +16,7 @@ use super::model::{
     ListenerTls, Otlp, Position, ServerSettings, Telemetry,
 };
 use super::routes::{read_access, read_routes};
-use super::upstreams::{is_name, read_upstreams};
+use super::upstreams::{read_upstreams, valid_name};
 use super::validate;
 use super::yaml::{self, Kind, Node};
 
@@ -240,15 +240,7 @@ fn read_listener(
     let (mut name_pos, mut address_pos) = (f.pos(), f.pos());
     let name = f.require("name", errs, |n, p, e| {
         name_pos = n.pos;
-        parsed(n, p, e, |s| {
-            if is_name(s) {
-                Ok(s.to_owned())
-            } else {
-                Err(format!(
-                    "invalid listener name \"{s}\"; expected letters, digits, '-', '_' and '.'"
-                ))
-            }
-        })
+        parsed(n, p, e, |s| valid_name("listener", s))
     });
     let address = f.require("address", errs, |n, p, e| {
         address_pos = n.pos;

@@ -10,7 +10,7 @@ use super::model::{
     HeaderRules, IpAccess, PathMatch, PluginSpec, Position, Rewrite, Route, RouteMatch,
     RouteUpstream, ValueMatch, ValuePredicate,
 };
-use super::upstreams::is_name;
+use super::upstreams::valid_name;
 use super::validate;
 use super::yaml::{Kind, Node};
 
@@ -70,15 +70,7 @@ fn read_route(
     let mut name_pos = f.pos();
     let name = f.get("name", errs, |n, p, e| {
         name_pos = n.pos;
-        parsed(n, p, e, |s| {
-            if is_name(s) {
-                Ok(s.to_owned())
-            } else {
-                Err(format!(
-                    "invalid route name \"{s}\"; expected letters, digits, '-', '_' and '.'"
-                ))
-            }
-        })
+        parsed(n, p, e, |s| valid_name("route", s))
     });
     let matched = f.require("match", errs, read_match);
     let single = f.get("upstream", errs, |n, p, e| upstream_ref(n, p, e, upstreams));

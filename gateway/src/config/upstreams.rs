@@ -64,6 +64,17 @@ pub(crate) fn read_upstreams(node: &Node, errs: &mut Errors, base: &Path) -> Rea
     out
 }
 
+/// `s` as the name of a `kind` (listener, route, upstream), or what is wrong with it.
+pub(crate) fn valid_name(kind: &str, s: &str) -> Result<String, String> {
+    if is_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "invalid {kind} name \"{s}\"; expected letters, digits, '-', '_' and '.'"
+        ))
+    }
+}
+
 /// Whether `s` is a usable upstream (or route, listener) name.
 pub(crate) fn is_name(s: &str) -> bool {
     !s.is_empty()
