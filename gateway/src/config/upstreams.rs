@@ -76,7 +76,7 @@ pub(crate) fn valid_name(kind: &str, s: &str) -> Result<String, String> {
 }
 
 /// Whether `s` is a usable upstream (or route, listener) name.
-pub(crate) fn is_name(s: &str) -> bool {
+fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
