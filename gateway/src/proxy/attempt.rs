@@ -11,7 +11,7 @@
 //! - every retry needs a slot in the upstream's retry budget (≤ 20 % of active requests,
 //!   at least 3 by default), so retries cannot multiply an outage.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
@@ -19,9 +19,11 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::ctx::RequestCtx;
-use super::MAX_BACKOFF;
-use crate::config::{HashKey, RetryOn, Upstream};
+use crate::config::{HashKey, Upstream};
 use crate::upstream::{backoff, hash_key, is_idempotent, should_retry, Outcome, SelectKey};
+
+/// Retries never wait longer than this between attempts, whatever the config says.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 fn upstream_config(ctx: &RequestCtx) -> Option<&Upstream> {
     ctx.upstream.as_ref().map(|u| u.pool.config())
@@ -236,11 +238,9 @@ pub fn response_received(
 ) -> pingora::Result<()> {
     ctx.upstream_status = Some(status);
     ctx.upstream_time = ctx.attempt_start.map(|t| t.elapsed());
-    report(ctx, Outcome::Status(status));
     let outcome = Outcome::Status(status);
-    let retryable =
-        upstream_config(ctx).is_some_and(|up| up.retries.on.contains(&RetryOn::Status(status)));
-    if retryable && may_retry(session, ctx, &outcome, true) {
+    report(ctx, outcome);
+    if may_retry(session, ctx, &outcome, true) {
         let mut e = Error::explain(ErrorType::HTTPStatus(status), "retryable upstream status");
         e.set_retry(true);
         return Err(e.into_up());

@@ -20,7 +20,6 @@ mod respond;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -38,10 +37,10 @@ use crate::router::{normalize::normalize_path, RequestView};
 use crate::telemetry::{new_request_id, valid_incoming as valid_incoming_request_id, TraceParent};
 use observe::Observer;
 
-/// The proxy of one listener. All listeners share the plan and the observer.
+/// The proxy of one listener. All listeners share the plan and the telemetry.
 pub struct MeridianProxy {
     plan: Arc<ArcSwap<Plan>>,
-    observer: Arc<Observer>,
+    observer: Observer,
     draining: Arc<AtomicBool>,
     tls: bool,
 }
@@ -57,7 +56,7 @@ impl MeridianProxy {
     ) -> Self {
         Self {
             plan,
-            observer: Arc::new(Observer::new(telemetry)),
+            observer: Observer::new(telemetry),
             draining,
             tls,
         }
@@ -146,6 +145,7 @@ fn route_request(
     req: &RequestHeader,
     host: &str,
     ip: Option<std::net::IpAddr>,
+    declared_body: Option<u64>,
 ) -> Result<Routed, RouteRefusal> {
     let refuse = |status, reason, route| RouteRefusal {
         status,
@@ -171,13 +171,8 @@ fn route_request(
     if !allowed(&route_cfg.access, ip) {
         return Err(refuse(403, "client address not allowed", Some(index)));
     }
-    if let Some(max) = route_cfg.max_body {
-        let declared = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max) {
+    if let (Some(max), Some(declared)) = (route_cfg.max_body, declared_body) {
+        if declared > max {
             return Err(refuse(413, "request body too large", Some(index)));
         }
     }
@@ -241,19 +236,24 @@ impl ProxyHttp for MeridianProxy {
         let limits = &plan.config.limits;
         let raw = session.as_http1().map(|_| session.to_h1_raw());
         let uri_len = session.req_header().raw_path().len();
-        if let Err(r) =
-            guard::check_head(limits, uri_len, &session.req_header().headers, raw.as_ref())
-        {
-            return self.refuse(session, ctx, r.status, r.reason).await;
-        }
-        let ip = client;
-        if !allowed(&plan.config.access, ip) {
+        let declared_body =
+            match guard::check_head(limits, uri_len, &session.req_header().headers, raw.as_ref()) {
+                Ok(length) => length,
+                Err(r) => return self.refuse(session, ctx, r.status, r.reason).await,
+            };
+        if !allowed(&plan.config.access, client) {
             return self
                 .refuse(session, ctx, 403, "client address not allowed")
                 .await;
         }
 
-        let routed = match route_request(&plan, session.req_header(), &ctx.host, ip) {
+        let routed = match route_request(
+            &plan,
+            session.req_header(),
+            &ctx.host,
+            client,
+            declared_body,
+        ) {
             Ok(r) => r,
             Err(r) => {
                 ctx.route = r.route;
@@ -445,6 +445,3 @@ impl ProxyHttp for MeridianProxy {
         true
     }
 }
-
-/// Retries never wait longer than this between attempts, whatever the config says.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
