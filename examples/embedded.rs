@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use gateway::builder::GatewayBuilder;
-use gateway::config::{Config, Listener, PluginSpec, Position, Route, Target, Upstream};
+use gateway::config::{Config, Listener, PluginSpec, Route, Target, Upstream};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use plugins::{async_trait, Plugin, PluginCtx};
+use plugins::{async_trait, ConfigError, Hooks, Plugin, PluginCtx};
 
 /// A plugin that stamps every response with a header whose value comes from config.
 struct Stamp {
@@ -20,6 +20,13 @@ struct Stamp {
 
 #[async_trait]
 impl Plugin for Stamp {
+    fn hooks(&self) -> Hooks {
+        Hooks {
+            response: true,
+            ..Hooks::NONE
+        }
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -55,18 +62,17 @@ fn main() {
         }]),
     );
     let mut route = Route::prefix("all", "/", "app");
-    route.plugins.push(PluginSpec {
-        name: "stamp".into(),
-        settings: serde_json::json!({ "value": "hello" }),
-        at: Position::default(),
-    });
+    route.plugins.push(PluginSpec::new(
+        "stamp",
+        serde_json::json!({ "value": "hello" }),
+    ));
     config.routes.push(route);
 
     let mut builder = GatewayBuilder::from_config(config);
     builder.plugins().register("stamp", |settings| {
         let value = settings["value"]
             .as_str()
-            .ok_or("stamp needs a string `value`")?;
+            .ok_or_else(|| ConfigError::at("value", "expected a string"))?;
         Ok(Arc::new(Stamp {
             value: value.to_string(),
         }) as Arc<dyn Plugin>)

@@ -36,7 +36,7 @@ impl GatewayBuilder {
         Ok(Self {
             config,
             path: Some(path.to_path_buf()),
-            registry: plugins::Registry::new(),
+            registry: plugins::Registry::with_builtins(),
             upgrade: false,
         })
     }
@@ -46,7 +46,7 @@ impl GatewayBuilder {
         Self {
             config,
             path: None,
-            registry: plugins::Registry::new(),
+            registry: plugins::Registry::with_builtins(),
             upgrade: false,
         }
     }

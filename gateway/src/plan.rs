@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pingora::protocols::tls::CaType;
-use plugins::{Plugin, Registry};
+use plugins::{Chain, Plugin, Registry};
 
-use crate::config::{Config, RouteUpstream};
+use crate::config::{Config, PluginSpec, RouteUpstream};
 use crate::proxy::forward::CompiledHeaderRules;
 use crate::router::split::WeightedSplit;
 use crate::router::Router;
@@ -26,7 +26,14 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     /// Upstream pools (shared with the previous plan where unchanged).
     pub upstreams: UpstreamRegistry,
+    /// Plugin instances by scope (`""` for global, else the route name), name and settings, so
+    /// a reload keeps the state (counters, breakers, caches) of plugins whose config did not
+    /// change.
+    plugin_instances: HashMap<PluginKey, Arc<dyn Plugin>>,
 }
+
+/// Identifies a plugin instance across reloads: scope, name, settings as canonical JSON.
+type PluginKey = (Arc<str>, String, String);
 
 /// An upstream as a request needs it: the pool, its config and its metric handles.
 pub struct UpstreamPlan {
@@ -59,7 +66,7 @@ pub struct RoutePlan {
     /// Response header rules.
     pub response_headers: CompiledHeaderRules,
     /// Plugin chain: global first, then the route's own.
-    pub plugins: Arc<[Arc<dyn Plugin>]>,
+    pub plugins: Chain,
     /// Pre-resolved metric handles.
     pub metrics: RouteMetrics,
 }
@@ -118,6 +125,18 @@ impl Plan {
             upstream_plans.insert(name.clone(), Arc::new(plan));
         }
         let pool = |name: &str| upstream_plans.get(name).cloned();
+        let mut instances = Instances {
+            previous: previous.map(|p| &p.plugin_instances),
+            built: HashMap::new(),
+            registry,
+            source,
+        };
+        let mut global: Vec<(Arc<str>, Arc<dyn Plugin>)> = Vec::new();
+        for spec in &config.plugins {
+            if let Some(p) = instances.build(Arc::from(""), spec, &mut errors) {
+                global.push((Arc::from(spec.name.as_str()), p));
+            }
+        }
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let targets = match &r.upstream {
@@ -156,14 +175,15 @@ impl Plan {
                     }
                 }
             };
-            let mut chain: Vec<Arc<dyn Plugin>> = Vec::with_capacity(r.plugins.len());
+            let mut chain = global.clone();
             for spec in &r.plugins {
-                match registry.build(&spec.name, &spec.settings) {
-                    Ok(p) => chain.push(p),
-                    Err(e) => errors.push(format!(
-                        "{source}:{}:{}: plugin {}: {e}",
-                        spec.at.line, spec.at.column, spec.name
-                    )),
+                let scope: Arc<str> = Arc::from(r.name.as_str());
+                let Some(p) = instances.build(scope, spec, &mut errors) else {
+                    continue;
+                };
+                match chain.iter_mut().find(|(n, _)| n.as_ref() == spec.name) {
+                    Some(slot) => slot.1 = p,
+                    None => chain.push((Arc::from(spec.name.as_str()), p)),
                 }
             }
             let rules = |h| CompiledHeaderRules::compile(h);
@@ -180,7 +200,7 @@ impl Plan {
                 targets,
                 request_headers,
                 response_headers,
-                plugins: chain.into(),
+                plugins: Chain::new(chain),
                 metrics: metrics.route_handles(&r.name),
             });
         }
@@ -198,8 +218,53 @@ impl Plan {
                 router,
                 routes,
                 upstreams,
+                plugin_instances: instances.built,
             }),
             _ => Err(errors),
         }
+    }
+}
+
+/// Builds plugin instances for one plan, reusing the previous plan's where scope, name and
+/// settings are unchanged.
+struct Instances<'a> {
+    previous: Option<&'a HashMap<PluginKey, Arc<dyn Plugin>>>,
+    built: HashMap<PluginKey, Arc<dyn Plugin>>,
+    registry: &'a Registry,
+    source: &'a str,
+}
+
+impl Instances<'_> {
+    fn build(
+        &mut self,
+        scope: Arc<str>,
+        spec: &PluginSpec,
+        errors: &mut Vec<String>,
+    ) -> Option<Arc<dyn Plugin>> {
+        let key = (scope, spec.name.clone(), spec.settings.to_string());
+        if let Some(p) = self.built.get(&key) {
+            return Some(p.clone());
+        }
+        let plugin = match self.previous.and_then(|m| m.get(&key)) {
+            Some(p) => p.clone(),
+            None => match self.registry.build(&spec.name, &spec.settings) {
+                Ok(p) => p,
+                Err(e) => {
+                    let at = spec.position_of(&e.path);
+                    let field = if e.path.is_empty() {
+                        String::new()
+                    } else {
+                        format!(".{}", e.path)
+                    };
+                    errors.push(format!(
+                        "{}:{}:{}: plugin {}{field}: {}",
+                        self.source, at.line, at.column, spec.name, e.message
+                    ));
+                    return None;
+                }
+            },
+        };
+        self.built.insert(key, plugin.clone());
+        Some(plugin)
     }
 }

@@ -1,105 +1,30 @@
-//! Meridian plugins: the [`Plugin`] trait that embedders implement, and the [`Registry`] that
-//! builds plugins from config by name.
+//! Meridian plugins: the [`Plugin`] trait that embedders implement, the [`Registry`] that
+//! builds plugins from config by name, the [`Chain`] the proxy runs, and the built-ins.
 //!
-//! A route's chain runs in config order: global plugins first, then the route's own. Each hook
-//! is called on every plugin of the chain in that order; a hook a plugin does not override
-//! costs one virtual call that returns at once.
+//! # Order
+//! A route's chain is the global chain (top-level `plugins:`) followed by the route's own
+//! `plugins:`, each in config order. A route plugin with the same name as a global one replaces
+//! the global instance at the global's position (as in Kong, the more specific config wins).
+//! Every hook runs over the chain in that order. A plugin declares the hooks it implements with
+//! [`Plugin::hooks`]; the chain calls a plugin only for those, so unused hooks cost nothing.
 //!
-//! Per-request state lives in [`PluginCtx`], owned by the request: no locks on the hot path.
+//! # Local responses
+//! A plugin that answers a request itself (a 401, a 429, a CORS preflight) returns
+//! [`Flow::Respond`]. The gateway then runs [`Plugin::response_filter`] of the plugins *before*
+//! it in the chain on that response (so CORS headers reach a 401), and writes it.
+//!
+//! # Per-request state
+//! [`PluginCtx`] is owned by the request: no locks on the hot path.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+mod builtin;
+mod chain;
+mod ctx;
+pub mod metrics;
+mod plugin;
+mod registry;
 
 pub use async_trait::async_trait;
-use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::Session;
-use pingora::Result;
-
-/// Per-request state shared by the plugins of one request (typed slots, one per type).
-#[derive(Default)]
-pub struct PluginCtx {
-    /// Typed per-request values (e.g. an authenticated identity a later plugin reads).
-    pub extensions: http::Extensions,
-    /// Name of the route that matched.
-    pub route: Arc<str>,
-}
-
-/// A plugin: hooks into the phases of a proxied request.
-#[async_trait]
-pub trait Plugin: Send + Sync + 'static {
-    /// Runs after routing, before an upstream is chosen. Return `Ok(true)` when the plugin has
-    /// written a response itself (the request goes no further), `Ok(false)` to continue.
-    async fn request_filter(&self, _session: &mut Session, _ctx: &mut PluginCtx) -> Result<bool> {
-        Ok(false)
-    }
-
-    /// Edits the request about to be sent upstream (once per attempt).
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        _request: &mut RequestHeader,
-        _ctx: &mut PluginCtx,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    /// Edits the response header about to be sent downstream.
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        _response: &mut ResponseHeader,
-        _ctx: &mut PluginCtx,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    /// Runs once the request is done (after the response or an error).
-    async fn logging(&self, _session: &mut Session, _ctx: &mut PluginCtx) {}
-}
-
-/// Builds a plugin from its config settings (the YAML under its name, as JSON).
-pub type Factory =
-    Arc<dyn Fn(&serde_json::Value) -> std::result::Result<Arc<dyn Plugin>, String> + Send + Sync>;
-
-/// Plugin factories by name. Embedders add theirs with [`Registry::register`]; config names them.
-#[derive(Clone, Default)]
-pub struct Registry {
-    factories: HashMap<String, Factory>,
-}
-
-impl Registry {
-    /// An empty registry (built-ins are added by the plugins issue).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers (or replaces) a factory under `name`.
-    pub fn register<F>(&mut self, name: &str, factory: F)
-    where
-        F: Fn(&serde_json::Value) -> std::result::Result<Arc<dyn Plugin>, String>
-            + Send
-            + Sync
-            + 'static,
-    {
-        self.factories.insert(name.to_string(), Arc::new(factory));
-    }
-
-    /// Builds the plugin `name` from `settings`.
-    pub fn build(
-        &self,
-        name: &str,
-        settings: &serde_json::Value,
-    ) -> std::result::Result<Arc<dyn Plugin>, String> {
-        match self.factories.get(name) {
-            Some(f) => f(settings),
-            None => {
-                let mut known: Vec<&str> = self.factories.keys().map(String::as_str).collect();
-                known.sort_unstable();
-                Err(format!(
-                    "unknown plugin \"{name}\"; registered plugins: [{}]",
-                    known.join(", ")
-                ))
-            }
-        }
-    }
-}
+pub use chain::Chain;
+pub use ctx::{AttemptError, Identity, Outcome, PluginCtx};
+pub use plugin::{Flow, Hooks, LocalResponse, Plugin};
+pub use registry::{settings, ConfigError, Factory, Registry};

@@ -28,6 +28,7 @@ impl Default for Config {
             limits: Limits::default(),
             telemetry: Telemetry::default(),
             access: IpAccess::default(),
+            plugins: Vec::new(),
         }
     }
 }

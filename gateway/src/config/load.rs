@@ -15,7 +15,7 @@ use super::model::{
     AccessLog, Admin, Certificate, ClientAuth, Config, EncodedSlash, IpAccess, Limits, Listener,
     ListenerTls, Otlp, Position, ServerSettings, Telemetry,
 };
-use super::routes::{read_access, read_routes};
+use super::routes::{read_access, read_plugins, read_routes};
 use super::upstreams::{read_upstreams, valid_name};
 use super::validate;
 use super::yaml::{self, Kind, Node};
@@ -109,6 +109,7 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
     let limits = f.get_or("limits", Limits::default(), errs, read_limits);
     let telemetry = f.get_or("telemetry", Telemetry::default(), errs, read_telemetry);
     let access = f.get_or("access", IpAccess::default(), errs, read_access);
+    let plugins = f.get_or("plugins", Vec::new(), errs, read_plugins);
     f.finish(errs);
     let listeners = listeners.unwrap_or_default();
     if listeners
@@ -132,6 +133,7 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
         limits,
         telemetry,
         access,
+        plugins,
     })
 }
 

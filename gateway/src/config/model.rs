@@ -33,6 +33,8 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// Global IP allow/deny applied to every request before routing.
     pub access: IpAccess,
+    /// The global plugin chain: runs on every route, before the route's own plugins.
+    pub plugins: Vec<PluginSpec>,
 }
 
 /// Process-wide settings.
@@ -438,6 +440,40 @@ pub struct PluginSpec {
     /// Where it was written.
     #[serde(skip)]
     pub at: Position,
+    /// Where each setting was written, by its path inside the settings (`limits[0].rate`), so
+    /// a plugin's config error can point at the field.
+    #[serde(skip)]
+    pub fields: std::sync::Arc<std::collections::HashMap<String, Position>>,
+}
+
+impl PluginSpec {
+    /// A plugin built in code: `name` with `settings` (no file positions).
+    pub fn new(name: impl Into<String>, settings: serde_json::Value) -> PluginSpec {
+        PluginSpec {
+            name: name.into(),
+            settings,
+            at: Position::default(),
+            fields: Default::default(),
+        }
+    }
+
+    /// The position of the setting at `path` (or of its nearest written parent; the plugin
+    /// name when the path is empty or unknown).
+    pub fn position_of(&self, path: &str) -> Position {
+        let mut p = path;
+        loop {
+            if p.is_empty() {
+                return self.at;
+            }
+            if let Some(pos) = self.fields.get(p) {
+                return *pos;
+            }
+            p = match p.rfind(['.', '[']) {
+                Some(i) => &p[..i],
+                None => "",
+            };
+        }
+    }
 }
 
 /// Limits on requests, checked before routing.

@@ -386,7 +386,7 @@ pub(crate) fn read_access(node: &Node, path: &str, errs: &mut Errors) -> Option<
     Some(IpAccess { allow, deny })
 }
 
-fn read_plugins(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<PluginSpec>> {
+pub(crate) fn read_plugins(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<PluginSpec>> {
     list_of(node, path, errs, |n, p, e| {
         let entries = match &n.kind {
             Kind::Map(entries) if entries.len() == 1 => entries,
@@ -407,16 +407,25 @@ fn read_plugins(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<Plugin
         let name = validate::plugin_name(&entry.key)
             .map_err(|message| e.add(entry.key_pos, format!("{p}: {message}")))
             .ok()?;
+        let mut fields = std::collections::HashMap::new();
+        let settings = to_json(&entry.value, "", &mut fields);
         Some(PluginSpec {
             name,
-            settings: to_json(&entry.value),
+            settings,
             at: entry.key_pos,
+            fields: std::sync::Arc::new(fields),
         })
     })
 }
 
-/// Converts a node to JSON, resolving plain scalars by the YAML core schema.
-fn to_json(node: &Node) -> serde_json::Value {
+/// Converts a node to JSON, resolving plain scalars by the YAML core schema, and records where
+/// each nested value was written by its path (`limits[0].rate`, as `serde_path_to_error`
+/// prints paths).
+fn to_json(
+    node: &Node,
+    path: &str,
+    fields: &mut std::collections::HashMap<String, Position>,
+) -> serde_json::Value {
     use serde_json::Value;
     match &node.kind {
         Kind::Null | Kind::Invalid => Value::Null,
@@ -435,11 +444,29 @@ fn to_json(node: &Node) -> serde_json::Value {
                 })
                 .unwrap_or_else(|| Value::String(text.clone())),
         },
-        Kind::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
+        Kind::Seq(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let p = format!("{path}[{i}]");
+                    fields.insert(p.clone(), item.pos);
+                    to_json(item, &p, fields)
+                })
+                .collect(),
+        ),
         Kind::Map(entries) => Value::Object(
             entries
                 .iter()
-                .map(|e| (e.key.clone(), to_json(&e.value)))
+                .map(|e| {
+                    let p = if path.is_empty() {
+                        e.key.clone()
+                    } else {
+                        format!("{path}.{}", e.key)
+                    };
+                    fields.insert(p.clone(), e.key_pos);
+                    (e.key.clone(), to_json(&e.value, &p, fields))
+                })
                 .collect(),
         ),
     }
@@ -468,5 +495,28 @@ mod tests {
             serde_json::json!({"rate": "100/s", "burst": 200, "ratio": 0.5, "on": true,
                                "key": "1", "x": null})
         );
+    }
+
+    #[test]
+    fn plugin_setting_positions_follow_serde_paths() {
+        let mut errs = Errors::new("t.yaml");
+        let doc = parse(
+            "- rate_limit:\n    limits:\n      - rate: 1/s\n      - rate: x\n",
+            &|_| None,
+            &mut errs,
+        )
+        .expect("parses");
+        let plugins = read_plugins(&doc, "plugins", &mut errs).expect("plugins");
+        let spec = &plugins[0];
+        assert_eq!(
+            spec.position_of("limits[1].rate"),
+            Position { line: 4, column: 9 }
+        );
+        assert_eq!(
+            spec.position_of("limits[1].nope"),
+            Position { line: 4, column: 9 }
+        );
+        assert_eq!(spec.position_of("limits"), Position { line: 2, column: 5 });
+        assert_eq!(spec.position_of(""), Position { line: 1, column: 3 });
     }
 }

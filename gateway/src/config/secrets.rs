@@ -64,7 +64,6 @@ impl fmt::Debug for PluginSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::Position;
     use serde_json::json;
 
     #[test]
@@ -85,12 +84,11 @@ mod tests {
 
     #[test]
     fn plugin_settings_are_redacted_in_debug_and_json_only() {
-        let spec = PluginSpec {
-            name: "jwt".into(),
-            settings: json!({"audience": "a", "secret": "hunter2",
-                             "keys": [{"client_secret": {"deep": "hunter3"}}]}),
-            at: Position::default(),
-        };
+        let spec = PluginSpec::new(
+            "jwt",
+            json!({"audience": "a", "secret": "hunter2",
+                   "keys": [{"client_secret": {"deep": "hunter3"}}]}),
+        );
         let debug = format!("{spec:?}");
         let json = serde_json::to_string(&spec).expect("json");
         for shown in [&debug, &json] {

@@ -277,6 +277,50 @@ pub fn finish(ctx: &mut RequestCtx, e: Option<&Error>) {
     ctx.active = None;
 }
 
+/// How the request ended, for the plugins' logging hook.
+pub fn outcome(session: &Session, ctx: &RequestCtx, e: Option<&Error>) -> plugins::Outcome {
+    use ErrorType::*;
+    let error = e
+        .filter(|e| e.esource() == &ErrorSource::Upstream || is_connect_error(e))
+        .map(|e| match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+                plugins::AttemptError::Timeout
+            }
+            _ if is_connect_error(e) => plugins::AttemptError::Connect,
+            _ => plugins::AttemptError::Other,
+        });
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .or(ctx.own_status)
+        .unwrap_or(0);
+    plugins::Outcome {
+        status,
+        upstream_status: ctx.upstream_status,
+        error,
+        upstream_time: ctx.upstream_time,
+        duration: ctx.start.elapsed(),
+        local: ctx.plugins.outcome.local,
+    }
+}
+
+fn is_connect_error(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout
+            | ConnectRefused
+            | ConnectNoRoute
+            | ConnectError
+            | TLSHandshakeFailure
+            | TLSHandshakeTimedout
+            | InvalidCert
+            | HandshakeError
+            | SocketError
+            | BindError
+    )
+}
+
 /// The status and short reason for a request that failed.
 pub fn error_status(e: &Error, ctx: &RequestCtx) -> (u16, &'static str) {
     use ErrorType::*;

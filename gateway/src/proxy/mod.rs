@@ -275,16 +275,25 @@ impl ProxyHttp for MeridianProxy {
                 .await;
         };
         ctx.active = Some(upstream.pool.retry_budget().request_started());
+        let upstream_name = upstream.name.clone();
         ctx.upstream = Some(upstream);
         ctx.plugins.route = route.name.clone();
-        let chain = route.plugins.clone();
-        for p in chain.iter() {
-            if p.request_filter(session, &mut ctx.plugins).await? {
+        ctx.plugins.upstream = upstream_name;
+        ctx.plugins.client_ip = client;
+        match route
+            .plugins
+            .request_filter(session, &mut ctx.plugins)
+            .await?
+        {
+            Some(local) => {
+                ctx.own_status = Some(local.header.status.as_u16());
                 ctx.reason = Some("answered by plugin");
-                return Ok(true);
+                ctx.plugins.outcome.local = true;
+                respond::local(session, *local, &ctx.request_id).await?;
+                Ok(true)
             }
+            None => Ok(false),
         }
-        Ok(false)
     }
 
     async fn request_body_filter(
@@ -357,16 +366,14 @@ impl ProxyHttp for MeridianProxy {
         if let Some(span) = &ctx.span {
             upstream_request.insert_header("traceparent", span.traceparent_for_upstream())?;
         }
-        let Some(route) = ctx.route_plan() else {
+        let Some(route) = ctx.route.and_then(|i| ctx.plan.routes.get(i)) else {
             return Ok(());
         };
         route.request_headers.apply_request(upstream_request);
-        let chain = route.plugins.clone();
-        for p in chain.iter() {
-            p.upstream_request_filter(session, upstream_request, &mut ctx.plugins)
-                .await?;
-        }
-        Ok(())
+        route
+            .plugins
+            .upstream_request_filter(session, upstream_request, &mut ctx.plugins)
+            .await
     }
 
     async fn upstream_response_filter(
@@ -396,16 +403,29 @@ impl ProxyHttp for MeridianProxy {
             upstream_response.insert_header(http::header::CONNECTION, "close")?;
             session.set_keepalive(None);
         }
-        let Some(route) = ctx.route_plan() else {
+        let Some(route) = ctx.route.and_then(|i| ctx.plan.routes.get(i)) else {
             return Ok(());
         };
         route.response_headers.apply_response(upstream_response);
-        let chain = route.plugins.clone();
-        for p in chain.iter() {
-            p.response_filter(session, upstream_response, &mut ctx.plugins)
-                .await?;
+        route
+            .plugins
+            .response_filter(session, upstream_response, &mut ctx.plugins)
+            .await
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let Some(route) = ctx.route.and_then(|i| ctx.plan.routes.get(i)) {
+            route
+                .plugins
+                .response_body_filter(session, body, end_of_stream, &mut ctx.plugins)?;
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -431,11 +451,10 @@ impl ProxyHttp for MeridianProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         attempt::finish(ctx, e);
-        if let Some(route) = ctx.route_plan() {
-            let chain = route.plugins.clone();
-            for p in chain.iter() {
-                p.logging(session, &mut ctx.plugins).await;
-            }
+        let plan = ctx.plan.clone();
+        if let Some(route) = ctx.route.and_then(|i| plan.routes.get(i)) {
+            ctx.plugins.outcome = attempt::outcome(session, ctx, e);
+            route.plugins.logging(session, &mut ctx.plugins).await;
         }
         self.observer.request_done(session, ctx, e);
     }

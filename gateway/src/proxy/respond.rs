@@ -25,3 +25,23 @@ pub async fn respond(
     }
     session.write_error_response(resp, body).await
 }
+
+/// Writes a plugin's local response. Unlike [`respond`], the connection stays open: a 429 or a
+/// CORS preflight is a normal answer, not a broken stream.
+pub async fn local(
+    session: &mut Session,
+    local: plugins::LocalResponse,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let plugins::LocalResponse { mut header, body } = local;
+    header.insert_header("content-length", body.len().to_string())?;
+    if !request_id.is_empty() {
+        header.insert_header("x-request-id", request_id)?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    let body = (!head_only && !body.is_empty()).then_some(body);
+    session.write_response_body(body, true).await
+}

@@ -154,10 +154,13 @@ impl Metrics {
         })
     }
 
-    /// All metrics in the Prometheus text exposition format, version 0.0.4.
+    /// All metrics in the Prometheus text exposition format, version 0.0.4: the gateway's,
+    /// then the plugins' ([`plugins::metrics::registry`]).
     pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(plugins::metrics::registry().gather());
         let mut out = String::new();
-        if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+        if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
             log::error!("rendering metrics failed: {e}");
         }
         out

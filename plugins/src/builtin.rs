@@ -1,0 +1,15 @@
+//! The built-in plugins, registered in every [`Registry::with_builtins`].
+
+use crate::Registry;
+
+impl Registry {
+    /// A registry with every built-in plugin.
+    pub fn with_builtins() -> Registry {
+        let mut r = Registry::new();
+        register_builtins(&mut r);
+        r
+    }
+}
+
+/// Registers every built-in plugin under its config name.
+fn register_builtins(_r: &mut Registry) {}
