@@ -83,6 +83,16 @@ impl Drop for Redis {
     }
 }
 
+/// Runs `redis-cli -p port ARGS...` and returns its output, trimmed.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli (`scripts/deps test` installs it)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Whether a Redis on `port` answers `PING` with `+PONG`.
 fn ping(port: u16) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -353,6 +363,13 @@ async fn redis_two_gateways_share_one_limit_exactly() {
     assert_eq!(a.status, 429);
     assert_eq!(a.policy.as_deref(), Some("\"default\";q=30;w=3600"));
     assert!(a.state.is_some_and(|s| s.starts_with("\"default\";r=0;t=")));
+    // One key, in a hash tag, expiring when its state would be fresh again (≤ 30 × 120 s).
+    let keys = redis_cli(redis.port, &["--scan"]);
+    assert_eq!(keys, "{meridian:rl:default:ip=127.0.0.1}");
+    let ttl: u64 = redis_cli(redis.port, &["pttl", &keys])
+        .parse()
+        .expect("PTTL");
+    assert!((3_500_000..=3_600_000).contains(&ttl), "{ttl}");
 }
 
 /// Sends requests to `port` until one answers 200 with a `RateLimit` field (Redis answered),
@@ -462,4 +479,86 @@ fn bad_settings_are_reported_at_their_position() {
         err.contains("bad.yaml:11:28: plugin rate_limit.key[1]: unknown key \"cookie:session\""),
         "{err}"
     );
+}
+
+/// A port `p` with `p + 10000` (the cluster bus port) free too.
+fn cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let p = free_port();
+        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port with a free cluster bus port");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_two_gateways_share_limits_across_nodes() {
+    let args = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+    ];
+    let nodes: Vec<Redis> = (0..3)
+        .map(|_| Redis::start_with(cluster_port(), &args))
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli --cluster create");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let ready = wait_until(Duration::from_secs(15), || {
+        nodes
+            .iter()
+            .all(|n| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"))
+    });
+    assert!(ready, "the cluster became ready");
+
+    let up = Upstream::start("app").await;
+    let urls: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.url())).collect();
+    let settings = format!(
+        "{{ limit: 10/h, key: [\"header:x-tenant\"], mode: redis, redis: {{ urls: [{}], cluster: true, timeout: 500ms }} }}",
+        urls.join(", ")
+    );
+    let (_m1, p1) = gateway(&up, &settings);
+    let (_m2, p2) = gateway(&up, &settings);
+    let tenants = ["acme", "globex", "initech", "umbrella", "hooli", "stark"];
+    let tasks: Vec<_> = (0..tenants.len() * 25)
+        .map(|i| {
+            let tenant = tenants[i % tenants.len()];
+            let port = [p1, p2][i / tenants.len() % 2];
+            tokio::spawn(async move {
+                (
+                    tenant,
+                    get(&client(), port, &[("x-tenant", tenant)]).await.status,
+                )
+            })
+        })
+        .collect();
+    let mut allowed = std::collections::HashMap::new();
+    for t in tasks {
+        let (tenant, status) = t.await.expect("task");
+        assert!(status == 200 || status == 429, "{tenant}: {status}");
+        *allowed.entry(tenant).or_insert(0) += usize::from(status == 200);
+    }
+    for tenant in tenants {
+        assert_eq!(allowed.get(tenant), Some(&10), "{tenant}: {allowed:?}");
+    }
+    // The keys landed on more than one node.
+    let holding = nodes
+        .iter()
+        .filter(|n| redis_cli(n.port, &["dbsize"]) != "0")
+        .count();
+    assert!(holding >= 2, "keys on {holding} node(s)");
 }
