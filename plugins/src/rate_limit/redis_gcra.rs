@@ -1,8 +1,8 @@
 //! `mode: redis`: GCRA in one atomic Lua script on a Redis node or a Redis Cluster, shared by
 //! every gateway that uses the same Redis, policy and key.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -35,6 +35,10 @@ local ttl_ms = math.ceil((new_tat - now) / 1000)
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', ttl_ms)
 return {1, math.floor((tolerance + interval - (new_tat - now)) / interval), 0, new_tat - now}
 ";
+
+/// While Redis is unavailable, one request per this many ms asks it (a probe); the others get
+/// the fail policy at once instead of each waiting for the timeout.
+const PROBE_EVERY_MS: u64 = 100;
 
 /// Where the Redis is.
 pub enum Target {
@@ -83,6 +87,9 @@ pub struct RedisLimiter {
     policy: String,
     /// Whether an incident (Redis not answering) is under way.
     down: AtomicBool,
+    /// During an incident: when the next probe may go, in ms since `epoch`.
+    next_probe: AtomicU64,
+    epoch: Instant,
     metrics: Metrics,
 }
 
@@ -109,12 +116,17 @@ impl RedisLimiter {
             tolerance_us: interval_us.saturating_mul(u64::from(burst.saturating_sub(1))),
             policy: policy.to_string(),
             down: AtomicBool::new(false),
+            next_probe: AtomicU64::new(0),
+            epoch: Instant::now(),
             metrics,
         }
     }
 
     /// Counts one request under `key` (the Redis key, hash tag included).
     pub async fn check(&self, key: &str) -> Outcome {
+        if self.down.load(Ordering::Relaxed) && !self.may_probe() {
+            return Outcome::Unavailable;
+        }
         match tokio::time::timeout(self.timeout, self.run(key)).await {
             Ok(Ok(verdict)) => {
                 if self.down.swap(false, Ordering::Relaxed) {
@@ -130,8 +142,30 @@ impl RedisLimiter {
         }
     }
 
+    /// During an incident: whether this request is the one that may ask Redis now.
+    fn may_probe(&self) -> bool {
+        let now = self.now_ms();
+        let next = self.next_probe.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_probe
+                .compare_exchange(
+                    next,
+                    now + PROBE_EVERY_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn failed(&self, error: &str) -> Outcome {
         self.metrics.redis_errors.inc();
+        self.next_probe
+            .store(self.now_ms() + PROBE_EVERY_MS, Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
             log::warn!(
                 "rate_limit {}: Redis unavailable ({error}); the fail policy applies until it answers again",
