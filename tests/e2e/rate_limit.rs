@@ -208,8 +208,26 @@ fn stderr_count(m: &Meridian, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn local_limit_allows_the_burst_then_429_with_headers() {
+    burst_then_429_with_headers("").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_limit_allows_the_burst_then_429_with_headers() {
+    let redis = Redis::start();
+    let mode = format!(
+        ", mode: redis, redis: {{ url: \"{}\", timeout: 500ms }}",
+        redis.url()
+    );
+    burst_then_429_with_headers(&mode).await;
+}
+
+/// A limit of 3/m keyed by a header (`extra` settings appended): three requests pass with the
+/// remaining count going down, the fourth gets a 429 with the fields and `Retry-After`; other
+/// header values, and requests without the header (by client IP), have their own budgets.
+async fn burst_then_429_with_headers(extra: &str) {
     let up = Upstream::start("app").await;
-    let (_m, port) = gateway(&up, "{ limit: 3/m, burst: 3, key: [\"header:x-tenant\"] }");
+    let settings = format!("{{ limit: 3/m, burst: 3, key: [\"header:x-tenant\"]{extra} }}");
+    let (_m, port) = gateway(&up, &settings);
     let c = client();
     let tenant = [("x-tenant", "acme")];
     for remaining in [2, 1, 0] {
