@@ -56,7 +56,7 @@ struct RawRedis {
 
 /// A rate limit: requests per period, and the burst allowed at once.
 #[derive(Debug, Clone, Copy)]
-pub struct RateLimit {
+pub struct RateSpec {
     /// The rate.
     pub rate: Rate,
     /// Requests allowed at once (default: the rate's count).
@@ -75,12 +75,12 @@ pub struct RedisConfig {
 
 /// Checked settings.
 pub struct Compiled {
-    /// Policy name: in the `RateLimit` headers, the Redis keys and the metric labels.
+    /// Policy name: in the `RateLimit` fields, the Redis keys and the metric labels.
     pub policy: String,
     /// What a request is counted under.
     pub key: Vec<KeyPart>,
     /// The rate limit, if any.
-    pub limit: Option<RateLimit>,
+    pub limit: Option<RateSpec>,
     /// Requests in flight per key, if limited.
     pub concurrency: Option<NonZeroU32>,
     /// Redis, for `mode: redis`.
@@ -102,7 +102,7 @@ pub fn compile(value: &serde_json::Value) -> Result<Compiled, ConfigError> {
         (Some(rate), burst) => {
             let burst = NonZeroU32::new(burst.unwrap_or(rate.count))
                 .ok_or_else(|| ConfigError::at("burst", "must be at least 1"))?;
-            Some(RateLimit { rate, burst })
+            Some(RateSpec { rate, burst })
         }
     };
     let concurrency = match raw.concurrency {
