@@ -21,6 +21,7 @@ mod chain;
 mod ctx;
 pub mod metrics;
 mod plugin;
+pub mod rate_limit;
 mod registry;
 
 pub use async_trait::async_trait;

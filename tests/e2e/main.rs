@@ -8,6 +8,7 @@ mod balancing;
 mod embedded;
 mod health;
 mod protection;
+mod rate_limit;
 mod reload;
 mod retries;
 mod routing;
