@@ -24,6 +24,7 @@
 
 mod background;
 mod balance;
+pub mod breaker;
 mod clock;
 mod discovery;
 mod ewma;

@@ -62,6 +62,7 @@ fn upstream(targets: Vec<Target>, balance: Balance) -> Upstream {
             pool_size: 128,
             idle_timeout: Duration::from_secs(60),
         },
+        circuit_breaker: None,
     }
 }
 

@@ -11,9 +11,6 @@ pub enum WindowKind {
     Time(u32),
 }
 
-/// Most calls (count window) or seconds (time window) in one window.
-pub const MAX_WINDOW: u32 = 10_000;
-
 /// Breaker settings. Defaults follow Resilience4j except where a gateway wants otherwise
 /// (`slow_call_duration` 5s instead of 60s, `minimum_calls` 20 instead of 100, `wait_in_open`
 /// 30s instead of 60s).

@@ -38,7 +38,7 @@ impl Totals {
 
 /// One second of a time window.
 #[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
+pub(crate) struct Bucket {
     second: u64,
     totals: Totals,
 }
