@@ -22,7 +22,6 @@ use serde_json::json;
 
 use crate::reload::GatewayState;
 use crate::telemetry::Metrics;
-use crate::upstream::breaker::Breaker;
 
 mod breaker;
 
@@ -73,15 +72,24 @@ impl AdminApp {
         json!({ "generation": plan.generation, "upstreams": pools, "route_breakers": routes })
     }
 
-    /// The breaker a `POST /admin/{upstreams,routes}/NAME/breaker` path names.
-    fn breaker_at(&self, path: &str) -> Option<Option<std::sync::Arc<Breaker>>> {
-        let plan = self.state.plan.load();
-        let rest = path.strip_suffix("/breaker")?;
-        if let Some(name) = rest.strip_prefix("/admin/upstreams/") {
-            return Some(plan.breakers.upstream(name).cloned());
+    /// `POST /admin/{upstreams,routes}/NAME/breaker`: forces the state of that breaker.
+    async fn force_breaker(&self, session: &mut ServerSession, path: &str) -> Response<Vec<u8>> {
+        let plan = self.state.plan.load_full();
+        let rest = path.strip_suffix("/breaker").unwrap_or(path);
+        let found = if let Some(name) = rest.strip_prefix("/admin/upstreams/") {
+            plan.breakers.upstream(name)
+        } else if let Some(name) = rest.strip_prefix("/admin/routes/") {
+            plan.breakers.route(name)
+        } else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+        };
+        let Some(b) = found else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", "no such breaker\n");
+        };
+        match breaker::read_state(session).await {
+            Ok(state) => json_reply(StatusCode::OK, &breaker::force(b, state)),
+            Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": [e] })),
         }
-        let name = rest.strip_prefix("/admin/routes/")?;
-        Some(plan.breakers.route(name).cloned())
     }
 
     fn metrics(&self) -> String {
@@ -175,13 +183,7 @@ impl ServeHttp for AdminApp {
                     ),
                 }
             }
-            ("POST", p) if self.breaker_at(p).is_some() => match self.breaker_at(p).flatten() {
-                Some(b) => match breaker::read_state(session).await {
-                    Ok(state) => json_reply(StatusCode::OK, &breaker::force(&b, state)),
-                    Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": [e] })),
-                },
-                None => reply(StatusCode::NOT_FOUND, "text/plain", "no such breaker\n"),
-            },
+            ("POST", p) if p.ends_with("/breaker") => self.force_breaker(session, p).await,
             (_, "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",

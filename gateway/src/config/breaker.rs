@@ -235,7 +235,140 @@ fn headers(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<(String, St
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::{load_str, Config};
+
+    fn load(breaker: &str) -> Result<Config, String> {
+        let text = format!(
+            "listeners: [{{ name: p, address: 127.0.0.1:8080 }}]\nupstreams:\n  api:\n    \
+             targets: [127.0.0.1:9000]\n    circuit_breaker: {breaker}\n  spare: {{ targets: \
+             [127.0.0.1:9001] }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, \
+             upstream: api, circuit_breaker: {breaker} }}\n"
+        );
+        load_str(&text, "b.yaml").map_err(|e| e.to_string())
+    }
+
+    fn breaker(text: &str) -> CircuitBreaker {
+        let cfg = load(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        let up = cfg.upstreams["api"]
+            .circuit_breaker
+            .clone()
+            .expect("upstream breaker");
+        assert_eq!(cfg.routes[0].circuit_breaker.as_ref(), Some(&up));
+        up
+    }
+
+    #[test]
+    fn an_empty_section_takes_the_defaults() {
+        assert_eq!(breaker("{}"), CircuitBreaker::default());
+    }
+
+    #[test]
+    fn every_setting_is_read() {
+        let b = breaker(
+            "{ window: 30s, failure_rate_threshold: 25%, slow_call_rate_threshold: 80, \
+             slow_call_duration: 2s, minimum_calls: 5, wait_in_open: 10s, \
+             backoff_multiplier: 1.5, max_wait: 1m, permitted_calls_in_half_open: 3, \
+             failure_statuses: [502, 429, 502], timeouts: false, connect_errors: false, \
+             fallback: { upstream: spare } }",
+        );
+        assert_eq!(b.window, BreakerWindow::Seconds(30));
+        assert_eq!(
+            (b.failure_rate_threshold, b.slow_call_rate_threshold),
+            (25, 80)
+        );
+        assert_eq!(b.slow_call_duration, Duration::from_secs(2));
+        assert_eq!(b.minimum_calls, 5);
+        assert_eq!(b.wait_in_open, Duration::from_secs(10));
+        assert_eq!(b.backoff_multiplier, 1.5);
+        assert_eq!(b.max_wait, Duration::from_secs(60));
+        assert_eq!(b.permitted_calls_in_half_open, 3);
+        assert_eq!(b.failure_statuses, vec![502, 429]);
+        assert!(!b.timeouts && !b.connect_errors);
+        assert_eq!(b.fallback, Some(BreakerFallback::Upstream("spare".into())));
+    }
+
+    #[test]
+    fn a_static_fallback_fills_its_defaults() {
+        let b = breaker("{ fallback: { body: later, headers: { X-Why: breaker } } }");
+        assert_eq!(
+            b.fallback,
+            Some(BreakerFallback::Response(StaticResponse {
+                status: 503,
+                body: "later".into(),
+                content_type: "text/plain; charset=utf-8".into(),
+                headers: vec![("x-why".into(), "breaker".into())],
+            }))
+        );
+        assert_eq!(
+            breaker("{ wait_in_open: 10m }").max_wait,
+            Duration::from_secs(600),
+            "the default max_wait never cuts wait_in_open"
+        );
+    }
+
+    #[test]
+    fn bad_settings_point_at_the_field() {
+        let cases = [
+            ("{ window: 0 }", "circuit_breaker.window: window of 0 calls"),
+            ("{ failure_rate_threshold: 101% }", "failure_rate_threshold"),
+            (
+                "{ slow_call_rate_threshold: 0 }",
+                "expected a rate from 1% to 100%",
+            ),
+            (
+                "{ slow_call_duration: 0s }",
+                "slow_call_duration: expected a duration",
+            ),
+            (
+                "{ minimum_calls: 0 }",
+                "minimum_calls: expected a whole number",
+            ),
+            (
+                "{ backoff_multiplier: 0.5 }",
+                "backoff_multiplier: expected a number",
+            ),
+            (
+                "{ wait_in_open: 1m, max_wait: 10s }",
+                "max_wait: expected at least wait_in_open",
+            ),
+            (
+                "{ permitted_calls_in_half_open: 0 }",
+                "permitted_calls_in_half_open",
+            ),
+            ("{ failure_statuses: [700] }", "failure_statuses[0]"),
+            ("{ timeouts: yes }", "timeouts: expected true or false"),
+            (
+                "{ fallback: { upstream: nope } }",
+                "unknown upstream \"nope\"",
+            ),
+            (
+                "{ fallback: { upstream: spare, status: 500 } }",
+                "expected either upstream",
+            ),
+            ("{ fallback: {} }", "expected either upstream"),
+            ("{ fallback: { status: 99 } }", "fallback.status"),
+            (
+                "{ fallback: { headers: { \"bad header\": x } } }",
+                "fallback.headers.bad header",
+            ),
+            (
+                "{ failure_rate: 50% }",
+                "did you mean \"failure_rate_threshold\"",
+            ),
+            ("5", "expected a mapping"),
+        ];
+        for (text, expected) in cases {
+            let err = load(text).expect_err(text);
+            assert!(err.contains("b.yaml:5:"), "{text}: no position in {err}");
+            assert!(
+                err.contains(expected),
+                "{text}: expected {expected} in:\n{err}"
+            );
+        }
+    }
 
     #[test]
     fn windows() {
