@@ -352,3 +352,88 @@ fn bad_breaker_config_is_reported_at_the_field() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_attempt_is_a_call_of_the_upstream_breaker() {
+    let s = setup("", "").await;
+    let retrying = config(s.port, &s.api, &s.spare, "", "").replace(
+        "retries: { attempts: 0 }",
+        "retries: { attempts: 1, on: [500], backoff: 1ms..2ms }",
+    );
+    s.m.write_config(&retrying);
+    let r =
+        s.c.post(format!("{}/admin/reload", s.m.admin))
+            .send()
+            .await
+            .expect("reload");
+    assert_eq!(r.status(), 200);
+    s.api.set_status(500);
+    assert_eq!(s.status().await, 500);
+    assert_eq!(s.status().await, 500);
+    assert_eq!(s.api.hits(), 4, "two requests, each retried once");
+    let b = s.breaker().await;
+    assert_eq!(b["state"], "open", "4 failed attempts fill the window: {b}");
+    assert_eq!(s.status().await, 503);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_errors_open_the_breaker_and_timeouts_can_be_ignored() {
+    let dead = free_port();
+    let slow = Upstream::start("slow").await;
+    slow.set_delay(Duration::from_millis(300));
+    let port = free_port();
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
+upstreams:
+  dead:
+    targets: ["127.0.0.1:{dead}"]
+    outlier: off
+    retries: {{ attempts: 0 }}
+    circuit_breaker: {BREAKER} }}
+  slow:
+    targets: ["{slow}"]
+    outlier: off
+    retries: {{ attempts: 0 }}
+    timeouts: {{ read: 50ms }}
+    circuit_breaker: {BREAKER}, timeouts: false }}
+routes:
+  - {{ name: dead, match: {{ path_prefix: /dead }}, upstream: dead }}
+  - {{ name: slow, match: {{ path_prefix: /slow }}, upstream: slow }}
+"#,
+            slow = slow.addr
+        ),
+    ));
+    let c = client();
+    let status = |path: &'static str| {
+        let c = c.clone();
+        async move {
+            c.get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..4 {
+        assert_eq!(status("/dead").await, 502);
+    }
+    assert_eq!(status("/dead").await, 503, "connect errors opened it");
+    for _ in 0..5 {
+        assert_eq!(status("/slow").await, 504);
+    }
+    let v: serde_json::Value = c
+        .get(format!("{}/admin/upstreams", m.admin))
+        .send()
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    let b = &v["upstreams"]["slow"]["circuit_breaker"];
+    assert_eq!(b["state"], "closed", "{b}");
+    assert_eq!(b["failed_calls"], 0, "{b}");
+    assert_eq!(b["calls"], 4, "{b}");
+}

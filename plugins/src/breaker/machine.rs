@@ -240,8 +240,9 @@ impl CircuitBreaker {
 
     /// Asks to make one call.
     pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Rejected> {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        // Read under the lock, so times seen by the window never go backwards.
+        let now = self.clock.now();
         let mut transition = None;
         if inner.state == State::Open {
             let until = inner.opened_at + inner.wait;
@@ -276,8 +277,8 @@ impl CircuitBreaker {
     }
 
     fn on_result(&self, epoch: u64, trial: bool, failed: bool, slow: bool) {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let now = self.clock.now();
         if inner.epoch != epoch {
             return;
         }
@@ -352,8 +353,8 @@ impl CircuitBreaker {
     /// `Open` (a normal opening, ends after the wait). Returns the transition, if any; also
     /// tells the listener.
     pub fn force(&self, to: State) -> Option<Transition> {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let now = self.clock.now();
         if inner.state == to && to != State::Closed {
             return None;
         }
@@ -365,8 +366,8 @@ impl CircuitBreaker {
 
     /// The state and window, for display.
     pub fn snapshot(&self) -> Snapshot {
-        let now = self.clock.now();
         let mut inner = self.lock();
+        let now = self.clock.now();
         let totals = match inner.state {
             State::HalfOpen => inner.trials,
             _ => inner.window.totals(now.as_secs()),

@@ -36,13 +36,6 @@ impl Totals {
     }
 }
 
-/// One second of a time window.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Bucket {
-    second: u64,
-    totals: Totals,
-}
-
 /// A count-based or time-based sliding window.
 #[derive(Debug)]
 pub(crate) enum Window {
@@ -52,9 +45,9 @@ pub(crate) enum Window {
         next: usize,
         totals: Totals,
     },
-    /// The last `buckets.len()` seconds, one bucket per second.
+    /// The last `buckets.len()` seconds, one bucket per second (second `s` in `s % len`).
     Time {
-        buckets: Vec<Bucket>,
+        buckets: Vec<Totals>,
         /// The latest second the window has been advanced to.
         head: u64,
         totals: Totals,
@@ -71,14 +64,15 @@ impl Window {
                 totals: Totals::default(),
             },
             WindowKind::Time(n) => Window::Time {
-                buckets: vec![Bucket::default(); n.max(1) as usize],
+                buckets: vec![Totals::default(); n.max(1) as usize],
                 head: 0,
                 totals: Totals::default(),
             },
         }
     }
 
-    /// Records one call that ended at `second` (seconds on the breaker's clock).
+    /// Records one call that ended at `second` (seconds on the breaker's clock, never earlier
+    /// than a second already seen).
     pub fn record(&mut self, second: u64, failed: bool, slow: bool) {
         match self {
             Window::Count { ring, next, totals } => {
@@ -98,9 +92,7 @@ impl Window {
                 } = self
                 {
                     let len = buckets.len() as u64;
-                    let bucket = &mut buckets[(second % len) as usize];
-                    bucket.second = second;
-                    bucket.totals.add(failed, slow);
+                    buckets[(second % len) as usize].add(failed, slow);
                     totals.add(failed, slow);
                 }
             }
@@ -132,11 +124,8 @@ impl Window {
         let from = (*head + 1).max(second.saturating_sub(len - 1));
         for s in from..=second {
             let bucket = &mut buckets[(s % len) as usize];
-            totals.sub(bucket.totals);
-            *bucket = Bucket {
-                second: s,
-                totals: Totals::default(),
-            };
+            totals.sub(*bucket);
+            *bucket = Totals::default();
         }
         *head = second;
     }
