@@ -12,6 +12,8 @@ use super::pool::UpstreamPool;
 
 /// Whether two upstream configs make the same pool: equal but for the circuit breaker, which
 /// lives apart ([`super::breaker::BreakerRegistry`]) so changing it keeps health and counters.
+/// A reused pool's [`UpstreamPool::config`] may so hold older breaker settings: breakers are
+/// read from the plan, never from the pool.
 fn same_pool(a: &Upstream, b: &Upstream) -> bool {
     let strip = |u: &Upstream| Upstream {
         circuit_breaker: None,
