@@ -241,6 +241,13 @@ impl Metrics {
         }
     }
 
+    /// Removes the state series of a breaker that left the config, so no stale state stays
+    /// exported (its counters stay: they only ever grow).
+    pub fn remove_breaker(&self, scope: &str, name: &str) {
+        // An error only means the series did not exist.
+        let _ = self.breaker_state.remove_label_values(&[scope, name]);
+    }
+
     /// Counts a request as active until the returned guard is dropped.
     pub fn track_request(&self) -> ActiveGuard {
         ActiveGuard::new(&self.requests_active)
@@ -539,6 +546,8 @@ mod tests {
         breaker.call(true, true);
         breaker.rejected();
         breaker.rejected();
+        m.breaker_handles("route", "gone").set_state(3);
+        m.remove_breaker("route", "gone");
 
         let text = m.render();
         let s = parse(&text);
@@ -633,6 +642,7 @@ mod tests {
         assert_eq!(calls("slow_failure"), 1.0);
         assert_eq!(calls("failure"), 0.0);
         assert_eq!(calls("rejected"), 2.0);
+        assert!(!text.contains(r#"name="gone",scope="route"} 3"#));
         assert!(text.contains("# TYPE meridian_http_request_duration_seconds histogram"));
         assert!(text.contains("# TYPE meridian_http_requests_total counter"));
     }

@@ -146,7 +146,8 @@ pub struct BreakerRegistry {
 
 impl BreakerRegistry {
     /// The breakers of `cfg`. A breaker of `previous` with the same scope, name and config is
-    /// reused with its state; the others start closed.
+    /// reused with its state; the others start closed. The state series of breakers that are
+    /// gone are removed from the metrics.
     pub fn build(cfg: &Config, previous: Option<&BreakerRegistry>) -> BreakerRegistry {
         let keep = |old: Option<&Arc<Breaker>>, scope, name: &str, c: &config::CircuitBreaker| {
             old.filter(|b| b.config == *c)
@@ -171,7 +172,21 @@ impl BreakerRegistry {
                 Some((r.name.clone(), keep(old, Scope::Route, &r.name, c)))
             })
             .collect();
-        BreakerRegistry { upstreams, routes }
+        let registry = BreakerRegistry { upstreams, routes };
+        if let Some(previous) = previous {
+            let metrics = Metrics::global();
+            for name in previous.upstreams.keys() {
+                if registry.upstream(name).is_none() {
+                    metrics.remove_breaker(Scope::Upstream.as_str(), name);
+                }
+            }
+            for name in previous.routes.keys() {
+                if registry.route(name).is_none() {
+                    metrics.remove_breaker(Scope::Route.as_str(), name);
+                }
+            }
+        }
+        registry
     }
 
     /// The breaker of upstream `name`.
