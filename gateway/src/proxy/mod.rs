@@ -1,7 +1,8 @@
 //! The pingora `ProxyHttp` implementation: the phases of one request, in order.
 //!
 //! 1. `request_filter`: request id and trace context, protection ([`guard`]), IP access, path
-//!    normalisation, routing, rewrite, upstream choice, plugin request hooks.
+//!    normalisation, routing, rewrite, upstream choice, plugin request hooks, circuit
+//!    breakers (route, then upstream; an open one answers or diverts to its fallback).
 //! 2. `request_body_filter`: body size limit for streamed bodies.
 //! 3. `upstream_peer`: target selection ([`attempt`]), backoff before a retry, timeouts.
 //! 4. `upstream_request_filter`: rewrite, hop-by-hop stripping, forwarded headers, header
