@@ -48,6 +48,7 @@ fn route(i: usize) -> Route {
         access: IpAccess::default(),
         max_body: None,
         plugins: Vec::new(),
+        circuit_breaker: None,
     }
 }
 

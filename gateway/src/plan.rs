@@ -12,6 +12,7 @@ use crate::proxy::forward::CompiledHeaderRules;
 use crate::router::split::WeightedSplit;
 use crate::router::Router;
 use crate::telemetry::{Metrics, RouteMetrics, UpstreamMetrics};
+use crate::upstream::breaker::{Breaker, BreakerRegistry};
 use crate::upstream::{UpstreamPool, UpstreamRegistry};
 
 /// An immutable, compiled configuration.
@@ -26,6 +27,10 @@ pub struct Plan {
     pub routes: Vec<RoutePlan>,
     /// Upstream pools (shared with the previous plan where unchanged).
     pub upstreams: UpstreamRegistry,
+    /// Upstreams as requests use them, by name (for breaker fallbacks).
+    pub upstream_plans: HashMap<String, Arc<UpstreamPlan>>,
+    /// Circuit breakers (kept from the previous plan where unchanged).
+    pub breakers: BreakerRegistry,
     /// Plugin instances by scope (`""` for global, else the route name), name and settings, so
     /// a reload keeps the state (counters, breakers, caches) of plugins whose config did not
     /// change.
@@ -45,6 +50,8 @@ pub struct UpstreamPlan {
     pub metrics: UpstreamMetrics,
     /// CAs for verifying this upstream's TLS certificate (`tls.ca`), loaded once per plan.
     pub ca: Option<Arc<CaType>>,
+    /// The upstream's circuit breaker, if configured.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 /// Where a route sends its requests.
@@ -69,6 +76,8 @@ pub struct RoutePlan {
     pub plugins: Chain,
     /// Pre-resolved metric handles.
     pub metrics: RouteMetrics,
+    /// The route's circuit breaker, if configured.
+    pub breaker: Option<Arc<Breaker>>,
 }
 
 impl RoutePlan {
@@ -100,6 +109,7 @@ impl Plan {
         });
         let upstreams =
             UpstreamRegistry::build(&config.upstreams, previous.map(|p| &p.upstreams), rt);
+        let breakers = BreakerRegistry::build(&config, previous.map(|p| &p.breakers));
         let metrics = Metrics::global();
         let mut upstream_plans: HashMap<String, Arc<UpstreamPlan>> = HashMap::new();
         for (name, cfg) in &config.upstreams {
@@ -121,6 +131,7 @@ impl Plan {
                 pool,
                 metrics: metrics.upstream_handles(name),
                 ca,
+                breaker: breakers.upstream(name).cloned(),
             };
             upstream_plans.insert(name.clone(), Arc::new(plan));
         }
@@ -202,6 +213,7 @@ impl Plan {
                 response_headers,
                 plugins: Chain::new(chain),
                 metrics: metrics.route_handles(&r.name),
+                breaker: breakers.route(&r.name).cloned(),
             });
         }
         let router = match router {
@@ -218,6 +230,8 @@ impl Plan {
                 router,
                 routes,
                 upstreams,
+                upstream_plans,
+                breakers,
                 plugin_instances: instances.built,
             }),
             _ => Err(errors),

@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod balancing;
+mod breaker;
 mod embedded;
 mod health;
 mod protection;

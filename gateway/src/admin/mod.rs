@@ -7,7 +7,9 @@
 //! | `GET /readyz` | a plan is loaded and every listener accepts connections |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /admin/config` | the effective config as JSON, secrets redacted |
-//! | `GET /admin/upstreams` | targets, health, ejections, in-flight, latency |
+//! | `GET /admin/upstreams` | targets, health, ejections, in-flight, latency, circuit breakers |
+//! | `POST /admin/upstreams/NAME/breaker` | force an upstream's breaker: `{"state": "forced_open"}` |
+//! | `POST /admin/routes/NAME/breaker` | the same for a route's breaker |
 //! | `POST /admin/reload` | reload the config file (400 with the errors when invalid) |
 
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use serde_json::json;
 
 use crate::reload::GatewayState;
 use crate::telemetry::Metrics;
+
+mod breaker;
 
 /// The admin HTTP application.
 pub struct AdminApp {
@@ -53,13 +57,39 @@ impl AdminApp {
             .upstreams
             .iter()
             .map(|(name, pool)| {
-                (
-                    name.to_string(),
-                    serde_json::to_value(pool.snapshot()).unwrap_or_default(),
-                )
+                let mut v = serde_json::to_value(pool.snapshot()).unwrap_or_default();
+                if let (Some(b), Some(obj)) = (plan.breakers.upstream(name), v.as_object_mut()) {
+                    obj.insert("circuit_breaker".into(), breaker::snapshot(b));
+                }
+                (name.to_string(), v)
             })
             .collect();
-        json!({ "generation": plan.generation, "upstreams": pools })
+        let routes: serde_json::Map<String, serde_json::Value> = plan
+            .breakers
+            .routes()
+            .map(|(name, b)| (name.to_string(), breaker::snapshot(b)))
+            .collect();
+        json!({ "generation": plan.generation, "upstreams": pools, "route_breakers": routes })
+    }
+
+    /// `POST /admin/{upstreams,routes}/NAME/breaker`: forces the state of that breaker.
+    async fn force_breaker(&self, session: &mut ServerSession, path: &str) -> Response<Vec<u8>> {
+        let plan = self.state.plan.load_full();
+        let rest = path.strip_suffix("/breaker").unwrap_or(path);
+        let found = if let Some(name) = rest.strip_prefix("/admin/upstreams/") {
+            plan.breakers.upstream(name)
+        } else if let Some(name) = rest.strip_prefix("/admin/routes/") {
+            plan.breakers.route(name)
+        } else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", "not found\n");
+        };
+        let Some(b) = found else {
+            return reply(StatusCode::NOT_FOUND, "text/plain", "no such breaker\n");
+        };
+        match breaker::read_state(session).await {
+            Ok(state) => json_reply(StatusCode::OK, &breaker::force(b, state)),
+            Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": [e] })),
+        }
     }
 
     fn metrics(&self) -> String {
@@ -153,6 +183,7 @@ impl ServeHttp for AdminApp {
                     ),
                 }
             }
+            ("POST", p) if p.ends_with("/breaker") => self.force_breaker(session, p).await,
             (_, "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload") => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    AccessLog, Admin, Balance, Config, EncodedSlash, HeaderRules, HealthCheck, HealthKind,
-    IpAccess, Keepalive, Limits, Outlier, PathMatch, Retries, RetryOn, Route, RouteMatch,
-    RouteUpstream, ServerSettings, Target, Telemetry, Timeouts, Upstream,
+    AccessLog, Admin, Balance, BreakerWindow, CircuitBreaker, Config, EncodedSlash, HeaderRules,
+    HealthCheck, HealthKind, IpAccess, Keepalive, Limits, Outlier, PathMatch, Retries, RetryOn,
+    Route, RouteMatch, RouteUpstream, ServerSettings, Target, Telemetry, Timeouts, Upstream,
 };
 
 /// How often DNS names among upstream targets are re-resolved by default.
@@ -159,6 +159,29 @@ impl Upstream {
             timeouts: Timeouts::default(),
             tls: None,
             keepalive: Keepalive::default(),
+            circuit_breaker: None,
+        }
+    }
+}
+
+impl Default for CircuitBreaker {
+    /// Resilience4j's defaults, except `slow_call_duration` 5s (R4j: 60s), `minimum_calls` 20
+    /// (R4j: 100) and `wait_in_open` 30s (R4j: 60s), which suit a gateway better.
+    fn default() -> Self {
+        CircuitBreaker {
+            window: BreakerWindow::Calls(100),
+            failure_rate_threshold: 50,
+            slow_call_rate_threshold: 100,
+            slow_call_duration: Duration::from_secs(5),
+            minimum_calls: 20,
+            wait_in_open: Duration::from_secs(30),
+            backoff_multiplier: 1.0,
+            max_wait: Duration::from_secs(300),
+            permitted_calls_in_half_open: 10,
+            failure_statuses: vec![500, 502, 503, 504],
+            timeouts: true,
+            connect_errors: true,
+            fallback: None,
         }
     }
 }
@@ -184,6 +207,7 @@ impl Route {
             access: IpAccess::default(),
             max_body: None,
             plugins: Vec::new(),
+            circuit_breaker: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! model, read section by section ([`load`], [`upstreams`], [`routes`]) with [`fields`] readers
 //! and the syntax checks of [`validate`]. Every problem is collected as an [`error::ConfigError`].
 
+mod breaker;
 mod defaults;
 mod env;
 mod error;

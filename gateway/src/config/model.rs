@@ -129,6 +129,8 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     /// Keep-alive connection pool.
     pub keepalive: Keepalive,
+    /// One circuit breaker for all calls to this upstream.
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 /// One upstream target: `host:port` (an IP literal or a DNS name) and a weight.
@@ -331,6 +333,8 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// Plugins on this route, in order (built by the plugin registry; see plugins issue).
     pub plugins: Vec<PluginSpec>,
+    /// A circuit breaker over this route's requests.
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 /// The match part of a route. Every present predicate must hold.
@@ -570,4 +574,72 @@ impl Serialize for Secret {
 /// Serializes a duration in the config's own notation (`250ms`, `2s`).
 pub fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&super::units::format_duration(*d))
+}
+
+/// A circuit breaker (`upstreams.NAME.circuit_breaker`, `routes[].circuit_breaker`), with
+/// Resilience4j semantics; see `docs/plugins/circuit_breaker.md`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CircuitBreaker {
+    /// The sliding window (default the last 100 calls).
+    pub window: BreakerWindow,
+    /// Failure rate in percent that opens the breaker (default 50).
+    pub failure_rate_threshold: u8,
+    /// Slow-call rate in percent that opens the breaker (default 100).
+    pub slow_call_rate_threshold: u8,
+    /// A call slower than this is slow (default 5s).
+    #[serde(serialize_with = "ser_duration")]
+    pub slow_call_duration: Duration,
+    /// Calls in the window before a rate counts (default 20).
+    pub minimum_calls: u32,
+    /// Time spent open before half-open (default 30s).
+    #[serde(serialize_with = "ser_duration")]
+    pub wait_in_open: Duration,
+    /// Multiplies the wait for each consecutive re-opening (default 1: none).
+    pub backoff_multiplier: f64,
+    /// The longest wait in open (default 5m).
+    #[serde(serialize_with = "ser_duration")]
+    pub max_wait: Duration,
+    /// Trial calls in half-open (default 10).
+    pub permitted_calls_in_half_open: u32,
+    /// Upstream statuses that count as failures (default 500, 502, 503, 504).
+    pub failure_statuses: Vec<u16>,
+    /// Whether timeouts count as failures (default true).
+    pub timeouts: bool,
+    /// Whether connect errors and broken connections count as failures (default true).
+    pub connect_errors: bool,
+    /// What an open breaker answers; `None`: 503 with `x-meridian-reason: circuit open`.
+    pub fallback: Option<BreakerFallback>,
+}
+
+/// A breaker's sliding window.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerWindow {
+    /// The last N calls (`window: 100`).
+    Calls(u32),
+    /// The calls of the last N seconds, counted per second (`window: 60s`).
+    Seconds(u32),
+}
+
+/// What an open breaker answers instead of calling the upstream.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerFallback {
+    /// Send the request to this upstream instead.
+    Upstream(String),
+    /// Answer with this response.
+    Response(StaticResponse),
+}
+
+/// A response written by the gateway itself.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StaticResponse {
+    /// Status (default 503).
+    pub status: u16,
+    /// Body (default empty).
+    pub body: String,
+    /// `Content-Type` (default `text/plain; charset=utf-8`).
+    pub content_type: String,
+    /// Extra headers, names in lower case.
+    pub headers: Vec<(String, String)>,
 }

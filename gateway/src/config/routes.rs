@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::breaker::read_breaker;
 use super::error::Errors;
 use super::fields::{
     boolean, did_you_mean, entries, list, list_of, number, one_or_many, parsed, size, text, Fields,
@@ -93,6 +94,9 @@ fn read_route(
     let access = f.get_or("access", IpAccess::default(), errs, read_access);
     let max_body = f.get("max_body", errs, size);
     let plugins = f.get_or("plugins", Vec::new(), errs, read_plugins);
+    let circuit_breaker = f.get("circuit_breaker", errs, |n, p, e| {
+        read_breaker(n, p, e, upstreams)
+    });
     let route_pos = f.pos();
     f.finish(errs);
 
@@ -130,6 +134,7 @@ fn read_route(
         access,
         max_body,
         plugins,
+        circuit_breaker,
     };
     Some((route, name_pos))
 }

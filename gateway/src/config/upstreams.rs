@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use super::breaker::read_breaker;
 use super::defaults::{DNS_REFRESH, HEALTH_EXPECT};
 use super::error::Errors;
 use super::fields::{
@@ -44,6 +45,11 @@ pub(crate) fn read_upstreams(node: &Node, errs: &mut Errors, base: &Path) -> Rea
     let Some(entries) = entries(node, "upstreams", errs) else {
         return out;
     };
+    let names: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| is_name(&e.key))
+        .map(|e| e.key.clone())
+        .collect();
     for entry in entries {
         if !is_name(&entry.key) {
             errs.add(
@@ -57,7 +63,7 @@ pub(crate) fn read_upstreams(node: &Node, errs: &mut Errors, base: &Path) -> Rea
         }
         let path = format!("upstreams.{}", entry.key);
         out.declared.insert(entry.key.clone());
-        if let Some(upstream) = read_upstream(&entry.value, &path, errs, base) {
+        if let Some(upstream) = read_upstream(&entry.value, &path, errs, base, &names) {
             out.valid.insert(entry.key.clone(), upstream);
         }
     }
@@ -83,7 +89,13 @@ fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
-fn read_upstream(node: &Node, path: &str, errs: &mut Errors, base: &Path) -> Option<Upstream> {
+fn read_upstream(
+    node: &Node,
+    path: &str,
+    errs: &mut Errors,
+    base: &Path,
+    names: &BTreeSet<String>,
+) -> Option<Upstream> {
     let mut f = Fields::open(node, path, errs)?;
     let targets = f.require("targets", errs, read_targets);
     let mut up = Upstream::with_targets(Vec::new());
@@ -95,6 +107,9 @@ fn read_upstream(node: &Node, path: &str, errs: &mut Errors, base: &Path) -> Opt
     up.timeouts = f.get_or("timeouts", Timeouts::default(), errs, read_timeouts);
     up.tls = f.get("tls", errs, |n, p, e| read_tls(n, p, e, base));
     up.keepalive = f.get_or("keepalive", Keepalive::default(), errs, read_keepalive);
+    up.circuit_breaker = f.get("circuit_breaker", errs, |n, p, e| {
+        read_breaker(n, p, e, names)
+    });
     f.finish(errs);
     up.targets = targets?;
     Some(up)

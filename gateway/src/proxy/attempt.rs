@@ -10,8 +10,16 @@
 //!   only while the request body can be replayed from pingora's retry buffer;
 //! - every retry needs a slot in the upstream's retry budget (≤ 20 % of active requests,
 //!   at least 3 by default), so retries cannot multiply an outage.
+//!
+//! Circuit breakers ([`admit`]): the route's breaker is asked once per request, the upstream's
+//! once per attempt; an open breaker answers 503 `circuit open` or its fallback.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use plugins::breaker::Rejected;
+use plugins::LocalResponse;
 
 use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
@@ -19,7 +27,8 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::ctx::RequestCtx;
-use crate::config::{HashKey, Upstream};
+use crate::config::{BreakerFallback, HashKey, Upstream};
+use crate::plan::{Plan, UpstreamPlan};
 use crate::upstream::{backoff, hash_key, is_idempotent, should_retry, Outcome, SelectKey};
 
 /// Retries never wait longer than this between attempts, whatever the config says.
@@ -56,6 +65,17 @@ pub async fn next_peer(
     if left.is_zero() {
         ctx.reason = Some("upstream total timeout");
         return Err(status_error(504, "upstream total timeout"));
+    }
+    if ctx.attempts > 0 {
+        if let Some(breaker) = &upstream.breaker {
+            match breaker.try_acquire() {
+                Ok(permit) => ctx.attempt_permit = Some(permit),
+                Err(_) => {
+                    ctx.reason = Some(CIRCUIT_OPEN);
+                    return Err(status_error(503, CIRCUIT_OPEN));
+                }
+            }
+        }
     }
     let key = SelectKey {
         hash: select_hash(session, up),
@@ -143,6 +163,9 @@ fn report(ctx: &mut RequestCtx, outcome: Outcome) {
         let took = ctx.attempt_start.map(|t| t.elapsed()).unwrap_or_default();
         upstream.pool.report(pick, outcome, took);
         upstream.metrics.observe_attempt(took);
+        if let (Some(breaker), Some(permit)) = (&upstream.breaker, ctx.attempt_permit.take()) {
+            breaker.record(permit, outcome, took);
+        }
     }
 }
 
@@ -273,8 +296,121 @@ pub fn finish(ctx: &mut RequestCtx, e: Option<&Error>) {
             }
         }
     }
+    // An attempt that was never reported gives its permit back.
+    ctx.attempt_permit = None;
+    let breaker = ctx.route_plan().and_then(|r| r.breaker.clone());
+    if let (Some(breaker), Some(permit)) = (breaker, ctx.route_permit.take()) {
+        if let Some(result) = request_result(ctx, e) {
+            breaker.record(permit, result, ctx.start.elapsed());
+        }
+    }
     ctx.retry_slot = None;
     ctx.active = None;
+}
+
+/// How a request ended, for its route's breaker; `None` when the upstream is not to blame
+/// (the client went away, the request was refused before reaching it).
+fn request_result(ctx: &RequestCtx, e: Option<&Error>) -> Option<Outcome> {
+    use ErrorType::*;
+    let Some(e) = e else {
+        return ctx.upstream_status.map(Outcome::Status);
+    };
+    if is_connect_error(e) {
+        return Some(Outcome::ConnectError);
+    }
+    if e.esource() != &ErrorSource::Upstream {
+        return None;
+    }
+    Some(match e.etype() {
+        HTTPStatus(code) => Outcome::Status(*code),
+        ReadTimedout | WriteTimedout => Outcome::Timeout,
+        _ => Outcome::Reset,
+    })
+}
+
+/// The reason of a request an open breaker refused.
+pub const CIRCUIT_OPEN: &str = "circuit open";
+
+/// Asks the route's breaker, then the upstream's, whether the request may go ahead. An open
+/// breaker's fallback upstream replaces the request's upstream (its own breaker is asked, its
+/// own fallback is not followed, so fallbacks cannot loop). Returns the response to write when
+/// the request is refused.
+pub fn admit(ctx: &mut RequestCtx) -> Result<(), Box<LocalResponse>> {
+    let plan = ctx.plan.clone();
+    if let Some(breaker) = ctx.route_plan().and_then(|r| r.breaker.clone()) {
+        match breaker.try_acquire() {
+            Ok(permit) => ctx.route_permit = Some(permit),
+            Err(rejected) => {
+                let other = divert(&plan, breaker.fallback(), rejected)?;
+                switch_upstream(ctx, other);
+            }
+        }
+    }
+    let Some(upstream) = ctx.upstream.clone() else {
+        return Ok(());
+    };
+    let Some(breaker) = &upstream.breaker else {
+        return Ok(());
+    };
+    match breaker.try_acquire() {
+        Ok(permit) => ctx.attempt_permit = Some(permit),
+        Err(rejected) => {
+            let other = divert(&plan, breaker.fallback(), rejected)?;
+            if let Some(b) = &other.breaker {
+                let permit = b.try_acquire().map_err(|r| circuit_open(r.retry_after))?;
+                ctx.attempt_permit = Some(permit);
+            }
+            switch_upstream(ctx, other);
+        }
+    }
+    Ok(())
+}
+
+/// The fallback upstream of a breaker that rejected a call, or the response to write.
+fn divert(
+    plan: &Plan,
+    fallback: Option<&BreakerFallback>,
+    rejected: Rejected,
+) -> Result<Arc<UpstreamPlan>, Box<LocalResponse>> {
+    match fallback {
+        Some(BreakerFallback::Upstream(name)) => plan
+            .upstream_plans
+            .get(name)
+            .cloned()
+            .ok_or_else(|| circuit_open(rejected.retry_after)),
+        Some(BreakerFallback::Response(r)) => {
+            let mut local = LocalResponse::new(r.status);
+            local.body = Bytes::from(r.body.clone());
+            let mut local = local
+                .with_header("content-type", &r.content_type)
+                .with_header("x-meridian-reason", CIRCUIT_OPEN);
+            for (name, value) in &r.headers {
+                if let Err(e) = local.header.append_header(name.clone(), value.as_str()) {
+                    log::debug!("breaker fallback: header {name} skipped: {e}");
+                }
+            }
+            Err(Box::new(local))
+        }
+        None => Err(circuit_open(rejected.retry_after)),
+    }
+}
+
+/// 503 `circuit open`, with `Retry-After` when the breaker knows when it will try again.
+pub fn circuit_open(retry_after: Option<Duration>) -> Box<LocalResponse> {
+    let mut r =
+        LocalResponse::text(503, CIRCUIT_OPEN).with_header("x-meridian-reason", CIRCUIT_OPEN);
+    if let Some(after) = retry_after {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        r = r.with_header("retry-after", secs.to_string());
+    }
+    Box::new(r)
+}
+
+/// Sends the request to `upstream` instead of the one chosen by the route.
+fn switch_upstream(ctx: &mut RequestCtx, upstream: Arc<UpstreamPlan>) {
+    ctx.active = Some(upstream.pool.retry_budget().request_started());
+    ctx.plugins.upstream = upstream.name.clone();
+    ctx.upstream = Some(upstream);
 }
 
 /// How the request ended, for the plugins' logging hook.

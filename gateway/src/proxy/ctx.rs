@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use plugins::breaker::Permit;
 use plugins::PluginCtx;
 use smallvec::SmallVec;
 
@@ -60,6 +61,10 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// Body limit of this request.
     pub max_body: u64,
+    /// The upstream breaker's permit for the current attempt.
+    pub attempt_permit: Option<Permit>,
+    /// The route breaker's permit for this request.
+    pub route_permit: Option<Permit>,
     /// State for the plugin chain.
     pub plugins: PluginCtx,
     /// Counts this request in the active-requests gauge while it lives.
@@ -94,6 +99,8 @@ impl RequestCtx {
             own_status: None,
             body_bytes: 0,
             max_body,
+            attempt_permit: None,
+            route_permit: None,
             plugins: PluginCtx::default(),
             _active_gauge: active_gauge,
         }

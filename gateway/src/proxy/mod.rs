@@ -1,7 +1,8 @@
 //! The pingora `ProxyHttp` implementation: the phases of one request, in order.
 //!
 //! 1. `request_filter`: request id and trace context, protection ([`guard`]), IP access, path
-//!    normalisation, routing, rewrite, upstream choice, plugin request hooks.
+//!    normalisation, routing, rewrite, upstream choice, plugin request hooks, circuit
+//!    breakers (route, then upstream; an open one answers or diverts to its fallback).
 //! 2. `request_body_filter`: body size limit for streamed bodies.
 //! 3. `upstream_peer`: target selection ([`attempt`]), backoff before a retry, timeouts.
 //! 4. `upstream_request_filter`: rewrite, hop-by-hop stripping, forwarded headers, header
@@ -292,7 +293,20 @@ impl ProxyHttp for MeridianProxy {
                 respond::local(session, *local, &ctx.request_id).await?;
                 Ok(true)
             }
-            None => Ok(false),
+            None => match attempt::admit(ctx) {
+                Ok(()) => Ok(false),
+                Err(local) => {
+                    let mut local = *local;
+                    route
+                        .plugins
+                        .response_filter(session, &mut local.header, &mut ctx.plugins)
+                        .await?;
+                    ctx.own_status = Some(local.header.status.as_u16());
+                    ctx.reason = Some(attempt::CIRCUIT_OPEN);
+                    respond::local(session, local, &ctx.request_id).await?;
+                    Ok(true)
+                }
+            },
         }
     }
 
@@ -438,7 +452,13 @@ impl ProxyHttp for MeridianProxy {
         ctx.own_status = Some(status);
         ctx.reason.get_or_insert(reason);
         let written = session.response_written().is_some();
-        if !written && status > 0 {
+        if !written && ctx.reason == Some(attempt::CIRCUIT_OPEN) {
+            // A retry refused by the upstream's breaker.
+            let local = *attempt::circuit_open(None);
+            if let Err(err) = respond::local(session, local, &ctx.request_id).await {
+                log::debug!("could not write error response: {err}");
+            }
+        } else if !written && status > 0 {
             if let Err(err) = respond::respond(session, status, reason, &ctx.request_id).await {
                 log::debug!("could not write error response: {err}");
             }

@@ -27,6 +27,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         access: IpAccess::default(),
         max_body: None,
         plugins: Vec::new(),
+        circuit_breaker: None,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Metrics {
     reloads_error: IntCounter,
     config_generation: IntGauge,
     access_log_dropped: IntCounter,
+    breaker_state: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
+    breaker_calls: IntCounterVec,
 }
 
 impl Metrics {
@@ -115,7 +118,33 @@ impl Metrics {
             "Access-log records dropped because the writer fell behind.",
         )?;
 
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "meridian_circuit_breaker_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half_open, 3 forced_open, 4 disabled.",
+            ),
+            &["scope", "name"],
+        )?;
+        let breaker_transitions = IntCounterVec::new(
+            Opts::new(
+                "meridian_circuit_breaker_transitions_total",
+                "Circuit breaker state changes.",
+            ),
+            &["scope", "name", "from", "to"],
+        )?;
+        let breaker_calls = IntCounterVec::new(
+            Opts::new(
+                "meridian_circuit_breaker_calls_total",
+                "Calls seen by a circuit breaker, by outcome (success, failure, slow_success, \
+                 slow_failure, rejected).",
+            ),
+            &["scope", "name", "outcome"],
+        )?;
+
         registry.register(Box::new(requests_total.clone()))?;
+        registry.register(Box::new(breaker_state.clone()))?;
+        registry.register(Box::new(breaker_transitions.clone()))?;
+        registry.register(Box::new(breaker_calls.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(requests_active.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
@@ -141,6 +170,9 @@ impl Metrics {
             reloads_error: reloads.with_label_values(&["error"]),
             config_generation,
             access_log_dropped,
+            breaker_state,
+            breaker_transitions,
+            breaker_calls,
         })
     }
 
@@ -189,6 +221,31 @@ impl Metrics {
                 .with_label_values(&[upstream]),
             target_healthy: self.target_healthy.clone(),
         }
+    }
+
+    /// Resolved handles for one circuit breaker (`scope` is `upstream` or `route`).
+    pub fn breaker_handles(&self, scope: &str, name: &str) -> BreakerMetrics {
+        let calls = |outcome: &str| {
+            self.breaker_calls
+                .with_label_values(&[scope, name, outcome])
+        };
+        BreakerMetrics {
+            labels: [scope.into(), name.into()],
+            state: self.breaker_state.with_label_values(&[scope, name]),
+            transitions: self.breaker_transitions.clone(),
+            success: calls("success"),
+            failure: calls("failure"),
+            slow_success: calls("slow_success"),
+            slow_failure: calls("slow_failure"),
+            rejected: calls("rejected"),
+        }
+    }
+
+    /// Removes the state series of a breaker that left the config, so no stale state stays
+    /// exported (its counters stay: they only ever grow).
+    pub fn remove_breaker(&self, scope: &str, name: &str) {
+        // An error only means the series did not exist.
+        let _ = self.breaker_state.remove_label_values(&[scope, name]);
     }
 
     /// Counts a request as active until the returned guard is dropped.
@@ -361,6 +418,50 @@ impl UpstreamMetrics {
     }
 }
 
+/// Metric handles of one circuit breaker. Cheap to clone.
+#[derive(Clone)]
+pub struct BreakerMetrics {
+    labels: [Arc<str>; 2],
+    state: IntGauge,
+    transitions: IntCounterVec,
+    success: IntCounter,
+    failure: IntCounter,
+    slow_success: IntCounter,
+    slow_failure: IntCounter,
+    rejected: IntCounter,
+}
+
+impl BreakerMetrics {
+    /// Sets the state gauge (see [`plugins::breaker::State::code`]).
+    pub fn set_state(&self, code: i64) {
+        self.state.set(code);
+    }
+
+    /// Counts a transition between two named states.
+    pub fn transition(&self, from: &str, to: &str) {
+        let [scope, name] = &self.labels;
+        self.transitions
+            .with_label_values(&[scope, name, from, to])
+            .inc();
+    }
+
+    /// Counts a call that was made, by whether it failed and whether it was slow.
+    pub fn call(&self, failed: bool, slow: bool) {
+        match (failed, slow) {
+            (false, false) => &self.success,
+            (true, false) => &self.failure,
+            (false, true) => &self.slow_success,
+            (true, true) => &self.slow_failure,
+        }
+        .inc();
+    }
+
+    /// Counts a call the breaker did not permit.
+    pub fn rejected(&self) {
+        self.rejected.inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +539,15 @@ mod tests {
         m.config_reloaded(true);
         m.set_config_generation(7);
         m.access_log_dropped().inc();
+        let breaker = m.breaker_handles("upstream", "urls");
+        breaker.set_state(1);
+        breaker.transition("closed", "open");
+        breaker.call(false, false);
+        breaker.call(true, true);
+        breaker.rejected();
+        breaker.rejected();
+        m.breaker_handles("route", "gone").set_state(3);
+        m.remove_breaker("route", "gone");
 
         let text = m.render();
         let s = parse(&text);
@@ -506,6 +616,33 @@ mod tests {
         );
         assert_eq!(value(&s, "meridian_config_generation"), 7.0);
         assert_eq!(value(&s, "meridian_access_log_dropped_total"), 1.0);
+        assert_eq!(
+            value(
+                &s,
+                "meridian_circuit_breaker_state{name=\"urls\",scope=\"upstream\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "meridian_circuit_breaker_transitions_total{from=\"closed\",name=\"urls\",scope=\"upstream\",to=\"open\"}"
+            ),
+            1.0
+        );
+        let calls = |outcome: &str| {
+            value(
+                &s,
+                &format!(
+                    "meridian_circuit_breaker_calls_total{{name=\"urls\",outcome=\"{outcome}\",scope=\"upstream\"}}"
+                ),
+            )
+        };
+        assert_eq!(calls("success"), 1.0);
+        assert_eq!(calls("slow_failure"), 1.0);
+        assert_eq!(calls("failure"), 0.0);
+        assert_eq!(calls("rejected"), 2.0);
+        assert!(!text.contains(r#"name="gone",scope="route"} 3"#));
         assert!(text.contains("# TYPE meridian_http_request_duration_seconds histogram"));
         assert!(text.contains("# TYPE meridian_http_requests_total counter"));
     }

@@ -20,7 +20,7 @@ pub mod traceparent;
 
 pub use access_log::{protocol_name, AccessLogRecord, AccessLogger};
 pub use hub::Telemetry;
-pub use metrics::{ActiveGuard, Metrics, RouteMetrics, UpstreamMetrics};
+pub use metrics::{ActiveGuard, BreakerMetrics, Metrics, RouteMetrics, UpstreamMetrics};
 pub use request_id::{new_request_id, valid_incoming};
 pub use trace::{ProxySpan, RequestAttrs, ResponseAttrs, TraceExportError, Tracer};
 pub use traceparent::TraceParent;

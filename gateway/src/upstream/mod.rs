@@ -21,9 +21,11 @@
 //! - `health`, `outlier`, `discovery`: active checks, passive ejection, DNS.
 //! - `retry`: the retry budget, backoff with full jitter, and retry conditions.
 //! - `registry`: all pools, rebuilt on reload keeping unchanged ones.
+//! - [`breaker`]: circuit breakers of upstreams and routes, kept across reloads.
 
 mod background;
 mod balance;
+pub mod breaker;
 mod clock;
 mod discovery;
 mod ewma;

@@ -10,6 +10,18 @@ use crate::config::Upstream;
 
 use super::pool::UpstreamPool;
 
+/// Whether two upstream configs make the same pool: equal but for the circuit breaker, which
+/// lives apart ([`super::breaker::BreakerRegistry`]) so changing it keeps health and counters.
+/// A reused pool's [`UpstreamPool::config`] may so hold older breaker settings: breakers are
+/// read from the plan, never from the pool.
+fn same_pool(a: &Upstream, b: &Upstream) -> bool {
+    let strip = |u: &Upstream| Upstream {
+        circuit_breaker: None,
+        ..u.clone()
+    };
+    strip(a) == strip(b)
+}
+
 /// The pools of one configuration.
 #[derive(Debug, Default)]
 pub struct UpstreamRegistry {
@@ -33,7 +45,7 @@ impl UpstreamRegistry {
             .map(|(name, upstream)| {
                 let pool = previous
                     .and_then(|registry| registry.pools.get(name))
-                    .filter(|pool| pool.config() == upstream)
+                    .filter(|pool| same_pool(pool.config(), upstream))
                     .map_or_else(|| Arc::new(UpstreamPool::new(name, upstream)), Arc::clone);
                 // Starts the tasks of new pools; a no-op for reused ones.
                 pool.start_background(rt);

@@ -62,6 +62,7 @@ fn upstream(targets: Vec<Target>, balance: Balance) -> Upstream {
             pool_size: 128,
             idle_timeout: Duration::from_secs(60),
         },
+        circuit_breaker: None,
     }
 }
 
@@ -566,6 +567,11 @@ async fn registry_reuses_unchanged_pools_with_their_state() {
     drop((first, second));
     assert!(c.upgrade().is_none());
     assert!(Arc::ptr_eq(third.get("a").unwrap(), &a));
+
+    // A breaker lives apart from its pool: adding one keeps the pool.
+    cfg.get_mut("a").unwrap().circuit_breaker = Some(crate::config::CircuitBreaker::default());
+    let fourth = UpstreamRegistry::build(&cfg, Some(&third), &rt);
+    assert!(Arc::ptr_eq(fourth.get("a").unwrap(), &a));
 }
 
 #[test]
