@@ -12,4 +12,9 @@ impl Registry {
 }
 
 /// Registers every built-in plugin under its config name.
-fn register_builtins(_r: &mut Registry) {}
+fn register_builtins(r: &mut Registry) {
+    r.register("cors", crate::cors::Cors::build);
+    r.register("compression", crate::compression::Compression::build);
+    r.register("size_limit", crate::size_limit::SizeLimit::build);
+    r.register("headers", crate::headers::Headers::build);
+}
