@@ -29,6 +29,7 @@ mod size_limit;
 
 pub use async_trait::async_trait;
 pub use chain::Chain;
+pub use compression::{response_encoder, ResponseEncoder};
 pub use ctx::{AttemptError, Identity, Outcome, PluginCtx};
 pub use headers::{HeaderRules, RuleError, RuleList};
 pub use plugin::{Flow, Hooks, LocalResponse, Plugin};

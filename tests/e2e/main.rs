@@ -7,6 +7,7 @@ mod admin;
 mod balancing;
 mod embedded;
 mod health;
+mod httpfx;
 mod protection;
 mod reload;
 mod retries;

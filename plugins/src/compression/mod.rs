@@ -8,6 +8,11 @@
 //! order; `*` covers codings not named; `q=0` refuses), and turns the module on for that coding
 //! at its configured level. The module then drops `Content-Length` and `Accept-Ranges`, sets
 //! `Content-Encoding`, weakens a strong `ETag` and streams the encoded body.
+//!
+//! The encoder is [`ResponseEncoder`], pingora's compression context wrapped as a downstream
+//! module that finishes brotli streams properly; the gateway installs it in place of pingora's
+//! default module. Only upstream responses are compressed: local responses of later plugins
+//! (a 413, a 429) are a line of text.
 
 use std::sync::{Arc, OnceLock};
 
@@ -16,119 +21,24 @@ use http::header::{
     ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::modules::http::compression::ResponseCompression;
-use pingora::protocols::http::compression::Algorithm;
 use pingora::proxy::Session;
 use pingora::Result;
 use prometheus::IntCounterVec;
 use serde::Deserialize;
 
+mod encoder;
+mod negotiate;
+
+pub use encoder::{response_encoder, ResponseEncoder};
+use negotiate::{negotiate, Coding};
+
 use crate::headers::add_vary;
 use crate::size_limit::Size;
 use crate::{settings, ConfigError, Hooks, Plugin, PluginCtx};
 
-/// A content coding the plugin can produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coding {
-    Gzip,
-    Brotli,
-    Zstd,
-}
-
-impl Coding {
-    const ALL: [Coding; 3] = [Coding::Brotli, Coding::Zstd, Coding::Gzip];
-
-    /// The `Content-Encoding` token.
-    fn token(self) -> &'static str {
-        match self {
-            Coding::Gzip => "gzip",
-            Coding::Brotli => "br",
-            Coding::Zstd => "zstd",
-        }
-    }
-
-    fn from_token(t: &[u8]) -> Option<Coding> {
-        Coding::ALL
-            .into_iter()
-            .find(|c| t.eq_ignore_ascii_case(c.token().as_bytes()))
-            .or_else(|| t.eq_ignore_ascii_case(b"x-gzip").then_some(Coding::Gzip))
-    }
-
-    fn algorithm(self) -> Algorithm {
-        match self {
-            Coding::Gzip => Algorithm::Gzip,
-            Coding::Brotli => Algorithm::Brotli,
-            Coding::Zstd => Algorithm::Zstd,
-        }
-    }
-
-    /// Valid levels and the default one.
-    fn levels(self) -> (std::ops::RangeInclusive<u32>, u32) {
-        match self {
-            Coding::Gzip => (1..=9, 6),
-            Coding::Brotli => (1..=11, 4),
-            Coding::Zstd => (1..=22, 3),
-        }
-    }
-}
-
-/// Entries of `Accept-Encoding` looked at (the rest are ignored).
-const MAX_ACCEPT_ENTRIES: usize = 32;
-
-/// A q-value in thousandths (`q=0.5` is 500), or `None` when malformed.
-fn parse_q(v: &[u8]) -> Option<u16> {
-    let v = v.trim_ascii();
-    let (int, frac) = match v.iter().position(|&b| b == b'.') {
-        Some(dot) => (&v[..dot], &v[dot + 1..]),
-        None => (v, &[][..]),
-    };
-    if frac.len() > 3 || !frac.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let mut thousandths: u16 = 0;
-    for i in 0..3 {
-        thousandths = thousandths * 10 + frac.get(i).map_or(0, |d| u16::from(d - b'0'));
-    }
-    match int {
-        b"0" => Some(thousandths),
-        b"1" if thousandths == 0 => Some(1000),
-        _ => None,
-    }
-}
-
-/// The coding to use for a request's `Accept-Encoding` (RFC 9110 §12.5.3): the highest q-value
-/// among `preference`, ties to the earlier one; `None` means identity.
-fn negotiate(accept: &[u8], preference: &[Coding]) -> Option<Coding> {
-    let mut explicit: [Option<u16>; 3] = [None; 3];
-    let mut star: Option<u16> = None;
-    for entry in accept.split(|&b| b == b',').take(MAX_ACCEPT_ENTRIES) {
-        let mut parts = entry.split(|&b| b == b';');
-        let token = parts.next().unwrap_or_default().trim_ascii();
-        let mut q = Some(1000);
-        for param in parts {
-            let param = param.trim_ascii();
-            if param.len() >= 2 && param[..2].eq_ignore_ascii_case(b"q=") {
-                q = parse_q(&param[2..]);
-            }
-        }
-        let Some(q) = q else { continue };
-        if token == b"*" {
-            star = Some(q);
-        } else if let Some(c) = Coding::from_token(token) {
-            let slot = &mut explicit[Coding::ALL.iter().position(|a| *a == c).unwrap_or(0)];
-            *slot = Some(slot.map_or(q, |prev| prev.max(q)));
-        }
-    }
-    let mut best: Option<(Coding, u16)> = None;
-    for &c in preference {
-        let i = Coding::ALL.iter().position(|a| *a == c).unwrap_or(0);
-        let q = explicit[i].or(star).unwrap_or(0);
-        if q > 0 && best.is_none_or(|(_, b)| q > b) {
-            best = Some((c, q));
-        }
-    }
-    best.map(|(c, _)| c)
-}
+/// Marks a request that went upstream (its response is not a plugin's local one).
+#[derive(Clone, Copy)]
+struct Upstreamed;
 
 /// A `types` entry: `text/*` or an exact media type, lower case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,9 +267,20 @@ impl Compression {
 impl Plugin for Compression {
     fn hooks(&self) -> Hooks {
         Hooks {
+            upstream_request: true,
             response: true,
             ..Hooks::NONE
         }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        _request: &mut RequestHeader,
+        ctx: &mut PluginCtx,
+    ) -> Result<()> {
+        ctx.extensions.insert(Upstreamed);
+        Ok(())
     }
 
     async fn response_filter(
@@ -368,7 +289,7 @@ impl Plugin for Compression {
         response: &mut ResponseHeader,
         ctx: &mut PluginCtx,
     ) -> Result<()> {
-        if !self.eligible(response) {
+        if ctx.extensions.get::<Upstreamed>().is_none() || !self.eligible(response) {
             return Ok(());
         }
         add_vary(response, &ACCEPT_ENCODING);
@@ -376,23 +297,12 @@ impl Plugin for Compression {
         let Some(coding) = accept.and_then(|a| negotiate(a.as_bytes(), &self.preference)) else {
             return Ok(());
         };
-        let Some(module) = session
-            .downstream_modules_ctx
-            .get_mut::<ResponseCompression>()
-        else {
-            log::debug!("compression: pingora's compression module is not installed");
+        let Some(encoder) = session.downstream_modules_ctx.get_mut::<ResponseEncoder>() else {
+            log::debug!("compression: the response encoder module is not installed");
             return Ok(());
         };
-        if !module.is_header_phase() {
-            return Ok(());
-        }
-        // The module compresses with the first coding the request accepts: hand it only the
-        // negotiated one, at its level.
         let index = Coding::ALL.iter().position(|c| *c == coding).unwrap_or(0);
-        module.adjust_algorithm_level(coding.algorithm(), self.levels[index]);
-        let mut chosen = RequestHeader::build("GET", b"/", Some(1))?;
-        chosen.insert_header(ACCEPT_ENCODING, coding.token())?;
-        module.request_filter(&chosen);
+        encoder.enable(coding, self.levels[index])?;
         count_compressed(&ctx.route, coding);
         Ok(())
     }
@@ -402,49 +312,6 @@ impl Plugin for Compression {
 mod tests {
     use super::*;
     use Coding::*;
-
-    const PREF: [Coding; 3] = [Brotli, Zstd, Gzip];
-
-    #[test]
-    fn accept_encoding_negotiation() {
-        let cases: &[(&str, Option<Coding>)] = &[
-            ("gzip", Some(Gzip)),
-            ("gzip, br", Some(Brotli)),
-            ("br;q=1, gzip;q=0.5", Some(Brotli)),
-            ("br;q=0.4, gzip;q=0.5", Some(Gzip)),
-            ("gzip;q=1.0, zstd;q=1.000", Some(Zstd)),
-            ("*", Some(Brotli)),
-            ("*;q=0.1, gzip", Some(Gzip)),
-            ("br;q=0, *", Some(Zstd)),
-            ("identity", None),
-            ("identity;q=0", None),
-            ("gzip;q=0", None),
-            ("deflate, compress", None),
-            ("GZIP", Some(Gzip)),
-            ("x-gzip", Some(Gzip)),
-            ("br;q=2, gzip;q=0.3", Some(Gzip)),
-            ("br;q=0.1234, gzip;q=0.001", Some(Gzip)),
-            (" zstd ; q=0.9 , br ; q=0.8", Some(Zstd)),
-            ("", None),
-            (";;;,,,", None),
-        ];
-        for (accept, want) in cases {
-            assert_eq!(negotiate(accept.as_bytes(), &PREF), *want, "{accept:?}");
-        }
-        assert_eq!(negotiate(b"gzip, br, zstd", &[Gzip, Brotli]), Some(Gzip));
-        assert_eq!(negotiate(b"zstd", &[Gzip, Brotli]), None);
-    }
-
-    #[test]
-    fn q_values() {
-        assert_eq!(parse_q(b"1"), Some(1000));
-        assert_eq!(parse_q(b"0.5"), Some(500));
-        assert_eq!(parse_q(b"0.05"), Some(50));
-        assert_eq!(parse_q(b"0"), Some(0));
-        assert_eq!(parse_q(b"1.001"), None);
-        assert_eq!(parse_q(b"0.5x"), None);
-        assert_eq!(parse_q(b""), None);
-    }
 
     fn plugin(v: serde_json::Value) -> Compression {
         match Compression::new(&v) {
