@@ -153,7 +153,7 @@ async fn fetch(port: u16, path: &str, accept: &str) -> (u16, String, String, Vec
 async fn compression_is_negotiated_per_algorithm() {
     let up = RawUpstream::start().await;
     let port = free_port();
-    let _m = Meridian::start(&with_listener(
+    let m = Meridian::start(&with_listener(
         port,
         &format!(
             r#"
@@ -208,6 +208,28 @@ routes:
     assert_eq!(r.headers()["content-encoding"], "zstd");
     assert_eq!(r.headers()["etag"], "W/\"v1\"");
     assert!(r.headers().get("content-length").is_none());
+    // Counted per coding (gzip 2 cases, br 3, zstd 2, each on two paths, plus the JSON one).
+    let metrics = metrics_text(&m).await;
+    for (coding, n) in [("gzip", 4), ("br", 6), ("zstd", 5)] {
+        let line = format!(
+            "meridian_compression_responses_total{{algorithm=\"{coding}\",route=\"all\"}} {n}"
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
+}
+
+async fn metrics_text(m: &Meridian) -> String {
+    client()
+        .get(format!("{}/metrics", m.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -350,7 +372,7 @@ async fn cors_headers_reach_a_413_and_size_limits_apply() {
     let up = Upstream::start("api").await;
     let raw_up = RawUpstream::start().await;
     let port = free_port();
-    let _m = Meridian::start(&with_listener(
+    let m = Meridian::start(&with_listener(
         port,
         &format!(
             r#"
@@ -456,6 +478,17 @@ routes:
         matches!(got, None | Some(Err(_))),
         "oversized streamed response was delivered: {got:?}"
     );
+    let metrics = metrics_text(&m).await;
+    for line in [
+        "meridian_size_limit_refused_total{direction=\"request\",route=\"api\"} 1",
+        "meridian_size_limit_refused_total{direction=\"response\",route=\"big\"} 1",
+        "meridian_size_limit_refused_total{direction=\"response\",route=\"chunked\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} missing:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
