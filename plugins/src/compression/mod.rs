@@ -1,7 +1,6 @@
 //! `compression`: gzip, brotli and zstd response compression negotiated by `Accept-Encoding`.
 //!
-//! The plugin decides; pingora's downstream compression module (installed, off, in every
-//! pingora proxy) does the encoding. For each response the plugin checks that it is worth
+//! The plugin decides; a downstream module ([`ResponseEncoder`]) does the encoding. For each response the plugin checks that it is worth
 //! compressing (no `Content-Encoding` yet, a configured type, not smaller than `min_size`, not
 //! a 204/206/304, no `Cache-Control: no-transform`), adds `Vary: Accept-Encoding`, picks the
 //! coding the client accepts with the highest q-value (ties go to the configured preference
@@ -9,9 +8,9 @@
 //! at its configured level. The module then drops `Content-Length` and `Accept-Ranges`, sets
 //! `Content-Encoding`, weakens a strong `ETag` and streams the encoded body.
 //!
-//! The encoder is [`ResponseEncoder`], pingora's compression context wrapped as a downstream
-//! module that finishes brotli streams properly; the gateway installs it in place of pingora's
-//! default module. Only upstream responses are compressed: local responses of later plugins
+//! [`ResponseEncoder`] is pingora's compression context wrapped as a downstream module that
+//! finishes brotli streams properly; the gateway installs it in place of pingora's default
+//! compression module. Only upstream responses are compressed: local responses of later plugins
 //! (a 413, a 429) are a line of text.
 
 use std::sync::{Arc, OnceLock};
@@ -144,7 +143,7 @@ fn count_compressed(route: &str, coding: Coding) {
 pub(crate) struct Compression {
     /// Codings in server preference order.
     preference: Vec<Coding>,
-    /// Level per coding, in [`Coding::ALL`] order.
+    /// Level per coding, by [`Coding::index`].
     levels: [u32; 3],
     min_size: u64,
     types: Vec<TypeRule>,
@@ -182,7 +181,7 @@ impl Compression {
             }
         };
         let mut levels = [0; 3];
-        for (i, c) in Coding::ALL.into_iter().enumerate() {
+        for c in Coding::ALL {
             let (range, default) = c.levels();
             let set = match c {
                 Coding::Gzip => s.levels.gzip,
@@ -200,7 +199,7 @@ impl Compression {
                     ),
                 ));
             }
-            levels[i] = level;
+            levels[c.index()] = level;
         }
         let type_names: Vec<String> = match s.types {
             Some(t) if t.is_empty() => {
@@ -301,8 +300,7 @@ impl Plugin for Compression {
             log::debug!("compression: the response encoder module is not installed");
             return Ok(());
         };
-        let index = Coding::ALL.iter().position(|c| *c == coding).unwrap_or(0);
-        encoder.enable(coding, self.levels[index])?;
+        encoder.enable(coding, self.levels[coding.index()])?;
         count_compressed(&ctx.route, coding);
         Ok(())
     }

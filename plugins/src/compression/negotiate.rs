@@ -5,13 +5,26 @@ use pingora::protocols::http::compression::Algorithm;
 /// A content coding the plugin can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Coding {
+    /// `gzip`.
     Gzip,
+    /// `br`.
     Brotli,
+    /// `zstd`.
     Zstd,
 }
 
 impl Coding {
+    /// Every coding, in the default preference order.
     pub(crate) const ALL: [Coding; 3] = [Coding::Brotli, Coding::Zstd, Coding::Gzip];
+
+    /// A dense index (0..3) for per-coding tables.
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Coding::Brotli => 0,
+            Coding::Zstd => 1,
+            Coding::Gzip => 2,
+        }
+    }
 
     /// The `Content-Encoding` token.
     pub(crate) fn token(self) -> &'static str {
@@ -22,6 +35,7 @@ impl Coding {
         }
     }
 
+    /// The coding a `Content-Encoding` / `Accept-Encoding` token names (`x-gzip` is gzip).
     pub(crate) fn from_token(t: &[u8]) -> Option<Coding> {
         Coding::ALL
             .into_iter()
@@ -29,6 +43,7 @@ impl Coding {
             .or_else(|| t.eq_ignore_ascii_case(b"x-gzip").then_some(Coding::Gzip))
     }
 
+    /// pingora's name for the coding.
     pub(crate) fn algorithm(self) -> Algorithm {
         match self {
             Coding::Gzip => Algorithm::Gzip,
@@ -90,14 +105,13 @@ pub(crate) fn negotiate(accept: &[u8], preference: &[Coding]) -> Option<Coding> 
         if token == b"*" {
             star = Some(q);
         } else if let Some(c) = Coding::from_token(token) {
-            let slot = &mut explicit[Coding::ALL.iter().position(|a| *a == c).unwrap_or(0)];
+            let slot = &mut explicit[c.index()];
             *slot = Some(slot.map_or(q, |prev| prev.max(q)));
         }
     }
     let mut best: Option<(Coding, u16)> = None;
     for &c in preference {
-        let i = Coding::ALL.iter().position(|a| *a == c).unwrap_or(0);
-        let q = explicit[i].or(star).unwrap_or(0);
+        let q = explicit[c.index()].or(star).unwrap_or(0);
         if q > 0 && best.is_none_or(|(_, b)| q > b) {
             best = Some((c, q));
         }
