@@ -14,4 +14,8 @@ impl Registry {
 /// Registers every built-in plugin under its config name.
 fn register_builtins(r: &mut Registry) {
     r.register("rate_limit", crate::rate_limit::build);
+    r.register("cors", crate::cors::Cors::build);
+    r.register("compression", crate::compression::Compression::build);
+    r.register("size_limit", crate::size_limit::SizeLimit::build);
+    r.register("headers", crate::headers::Headers::build);
 }

@@ -19,14 +19,21 @@
 pub mod breaker;
 mod builtin;
 mod chain;
+mod compression;
+mod cors;
 mod ctx;
+mod headers;
 pub mod metrics;
 mod plugin;
 pub mod rate_limit;
 mod registry;
+mod size_limit;
 
 pub use async_trait::async_trait;
 pub use chain::Chain;
+pub use compression::{response_encoder, ResponseEncoder};
 pub use ctx::{AttemptError, Identity, Outcome, PluginCtx};
+pub use headers::{HeaderRules, RuleError, RuleList};
 pub use plugin::{Flow, Hooks, LocalResponse, Plugin};
 pub use registry::{settings, ConfigError, Factory, Registry};
+pub use size_limit::RequestBodyLimit;

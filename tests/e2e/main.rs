@@ -8,6 +8,7 @@ mod balancing;
 mod breaker;
 mod embedded;
 mod health;
+mod httpfx;
 mod protection;
 mod rate_limit;
 mod reload;

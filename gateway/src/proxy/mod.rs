@@ -200,6 +200,12 @@ fn route_request(
 impl ProxyHttp for MeridianProxy {
     type CTX = RequestCtx;
 
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        // The `compression` plugin's encoder (pingora's, finishing brotli streams), off until a
+        // plugin turns it on for a response; it replaces pingora's default compression module.
+        modules.add_module(plugins::response_encoder());
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(
             self.plan.load_full(),
@@ -293,20 +299,26 @@ impl ProxyHttp for MeridianProxy {
                 respond::local(session, *local, &ctx.request_id).await?;
                 Ok(true)
             }
-            None => match attempt::admit(ctx) {
-                Ok(()) => Ok(false),
-                Err(local) => {
-                    let mut local = *local;
-                    route
-                        .plugins
-                        .response_filter(session, &mut local.header, &mut ctx.plugins)
-                        .await?;
-                    ctx.own_status = Some(local.header.status.as_u16());
-                    ctx.reason = Some(attempt::CIRCUIT_OPEN);
-                    respond::local(session, local, &ctx.request_id).await?;
-                    Ok(true)
+            None => {
+                // A plugin (`size_limit`) may tighten the streamed-body limit, never loosen it.
+                if let Some(limit) = ctx.plugins.extensions.get::<plugins::RequestBodyLimit>() {
+                    ctx.max_body = ctx.max_body.min(limit.0);
                 }
-            },
+                match attempt::admit(ctx) {
+                    Ok(()) => Ok(false),
+                    Err(local) => {
+                        let mut local = *local;
+                        route
+                            .plugins
+                            .response_filter(session, &mut local.header, &mut ctx.plugins)
+                            .await?;
+                        ctx.own_status = Some(local.header.status.as_u16());
+                        ctx.reason = Some(attempt::CIRCUIT_OPEN);
+                        respond::local(session, local, &ctx.request_id).await?;
+                        Ok(true)
+                    }
+                }
+            }
         }
     }
 
