@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pingora::protocols::tls::CaType;
-use plugins::{Chain, Plugin, Registry};
+use plugins::{Chain, HeaderRules, Plugin, Registry};
 
 use crate::config::{Config, PluginSpec, RouteUpstream};
-use crate::proxy::forward::CompiledHeaderRules;
 use crate::router::split::WeightedSplit;
 use crate::router::Router;
 use crate::telemetry::{Metrics, RouteMetrics, UpstreamMetrics};
@@ -69,9 +68,9 @@ pub struct RoutePlan {
     /// Its upstreams.
     pub targets: RouteTargets,
     /// Request header rules.
-    pub request_headers: CompiledHeaderRules,
+    pub request_headers: HeaderRules,
     /// Response header rules.
-    pub response_headers: CompiledHeaderRules,
+    pub response_headers: HeaderRules,
     /// Plugin chain: global first, then the route's own.
     pub plugins: Chain,
     /// Pre-resolved metric handles.
@@ -197,15 +196,24 @@ impl Plan {
                     None => chain.push((Arc::from(spec.name.as_str()), p)),
                 }
             }
-            let rules = |h| CompiledHeaderRules::compile(h);
-            let (request_headers, response_headers) =
-                match (rules(&r.request_headers), rules(&r.response_headers)) {
-                    (Ok(a), Ok(b)) => (a, b),
-                    (Err(e), _) | (_, Err(e)) => {
-                        errors.push(format!("{source}: route {} (#{i}): {e}", r.name));
-                        continue;
-                    }
-                };
+            let rules = |h: &crate::config::HeaderRules, key: &str| {
+                HeaderRules::compile(
+                    h.add.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    h.set.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                    h.remove.iter().map(String::as_str),
+                )
+                .map_err(|e| format!("{key}.{}: {}: {}", e.list.key(), e.name, e.message))
+            };
+            let (request_headers, response_headers) = match (
+                rules(&r.request_headers, "request_headers"),
+                rules(&r.response_headers, "response_headers"),
+            ) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    errors.push(format!("{source}: route {} (#{i}): {e}", r.name));
+                    continue;
+                }
+            };
             routes.push(RoutePlan {
                 name: Arc::from(r.name.as_str()),
                 targets,

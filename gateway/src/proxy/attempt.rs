@@ -461,7 +461,14 @@ fn is_connect_error(e: &Error) -> bool {
 pub fn error_status(e: &Error, ctx: &RequestCtx) -> (u16, &'static str) {
     use ErrorType::*;
     match e.etype() {
-        HTTPStatus(code) => (*code, ctx.reason.unwrap_or("error")),
+        // A plugin's refusal explains itself in the error's static context.
+        HTTPStatus(code) => {
+            let explained = match &e.context {
+                Some(pingora::ImmutStr::Static(s)) => Some(*s),
+                _ => None,
+            };
+            (*code, ctx.reason.or(explained).unwrap_or("error"))
+        }
         ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure
         | TLSHandshakeTimedout | InvalidCert | HandshakeError | SocketError | BindError => {
             (502, "upstream connect failed")

@@ -34,7 +34,11 @@ pub async fn local(
     request_id: &str,
 ) -> pingora::Result<()> {
     let plugins::LocalResponse { mut header, body } = local;
-    header.insert_header("content-length", body.len().to_string())?;
+    // RFC 9110 §8.6: no Content-Length on 1xx and 204.
+    let status = header.status.as_u16();
+    if !(status < 200 || status == 204) {
+        header.insert_header("content-length", body.len().to_string())?;
+    }
     if !request_id.is_empty() {
         header.insert_header("x-request-id", request_id)?;
     }
