@@ -16,7 +16,13 @@ fn meta() -> CacheMeta {
         .append_header("content-type", "video/mp2t")
         .expect("header");
     let now = SystemTime::now();
-    CacheMeta::new(now + std::time::Duration::from_secs(3600), now, 0, 0, header)
+    CacheMeta::new(
+        now + std::time::Duration::from_secs(3600),
+        now,
+        0,
+        0,
+        header,
+    )
 }
 
 fn memory_hits(c: &mut Criterion) {

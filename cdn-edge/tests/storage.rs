@@ -50,7 +50,9 @@ fn tiered(dir: &Path, mem: usize, mem_max: usize, disk: u64) -> &'static TieredS
 }
 
 fn body(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 async fn fill(storage: &'static TieredStorage, key: &CacheKey, meta: &CacheMeta, data: &[u8]) {
@@ -129,7 +131,13 @@ async fn disk_hit_is_promoted_to_memory() {
     let dir = tempfile::tempdir().unwrap();
     let key = CacheKey::new("disk/promote", "");
     let data = body(5_000, 3);
-    fill(tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20), &key, &meta_with("p"), &data).await;
+    fill(
+        tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20),
+        &key,
+        &meta_with("p"),
+        &data,
+    )
+    .await;
     // A new process: memory is cold, disk is not.
     let storage = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
     assert_eq!(get(storage, &key).await.unwrap().1, data);
@@ -145,7 +153,10 @@ async fn read_while_write_streams_identical_bytes() {
     let key = CacheKey::new("rww", "");
     let data = body(64_000, 4);
     let meta = meta_with("w");
-    let mut miss = storage.get_miss_handler(&key, &meta, &span()).await.unwrap();
+    let mut miss = storage
+        .get_miss_handler(&key, &meta, &span())
+        .await
+        .unwrap();
 
     // The writer's own reader, found by its tag, and an independent reader by plain lookup.
     let tag_bytes = miss.streaming_write_tag().unwrap().to_vec();
@@ -188,7 +199,10 @@ async fn read_while_write_streams_identical_bytes() {
     for reader in readers {
         let (got, reads) = reader.await.unwrap();
         assert_eq!(got, data);
-        assert!(reads > 1, "bytes arrive as they are written, not at the end");
+        assert!(
+            reads > 1,
+            "bytes arrive as they are written, not at the end"
+        );
     }
     assert_eq!(late.await.unwrap(), data);
     assert_eq!(get(storage, &key).await.unwrap().1, data);
@@ -208,7 +222,10 @@ async fn abandoned_write_errors_readers_and_stores_nothing() {
     let (_, mut reader) = storage.lookup(&key, &span()).await.unwrap().unwrap();
     assert_eq!(reader.read_body().await.unwrap().unwrap(), "partial");
     drop(miss);
-    assert!(reader.read_body().await.is_err(), "no silently truncated body");
+    assert!(
+        reader.read_body().await.is_err(),
+        "no silently truncated body"
+    );
     assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
 }
 
@@ -274,7 +291,10 @@ async fn byte_bounds_hold_under_concurrent_fills() {
         task.await.unwrap();
     }
     let stats = storage.stats_snapshot();
-    assert!(stats.memory_evictions > 0 && stats.disk_evictions > 0, "{stats:?}");
+    assert!(
+        stats.memory_evictions > 0 && stats.disk_evictions > 0,
+        "{stats:?}"
+    );
     let on_disk: u64 = walk(&dir.path().join("objects"))
         .iter()
         .map(|p| p.metadata().unwrap().len())
@@ -399,7 +419,10 @@ async fn corrupt_body_is_dropped_on_read() {
     assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
     assert!(!object_path(dir.path(), &key).exists(), "file removed");
     let stats = storage.stats_snapshot();
-    assert_eq!((stats.corrupt_dropped, stats.disk_objects, stats.disk_bytes), (1, 0, 0));
+    assert_eq!(
+        (stats.corrupt_dropped, stats.disk_objects, stats.disk_bytes),
+        (1, 0, 0)
+    );
 }
 
 #[tokio::test]
@@ -504,7 +527,11 @@ async fn purge_removes_from_both_tiers() {
     fill(storage, &key, &meta_with("p"), &body(3_000, 1)).await;
     let compact = key.to_compact();
     let outcome = storage
-        .purge(PurgeTarget::Active(&compact), PurgeType::Invalidation, &span())
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &span(),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, PurgeOutcome::Purged(None));
@@ -514,7 +541,11 @@ async fn purge_removes_from_both_tiers() {
     assert_eq!((stats.memory_objects, stats.disk_objects), (0, 0));
     assert_eq!((stats.memory_bytes, stats.disk_bytes), (0, 0));
     let again = storage
-        .purge(PurgeTarget::Active(&compact), PurgeType::Invalidation, &span())
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &span(),
+        )
         .await
         .unwrap();
     assert_eq!(again, PurgeOutcome::NotFound);
@@ -562,7 +593,10 @@ async fn update_meta_on_both_tiers() {
         .await
         .unwrap());
     let (meta, got) = get(storage, &key).await.unwrap();
-    assert_eq!((tag(&meta), got.as_slice()), ("after-304".into(), data.as_slice()));
+    assert_eq!(
+        (tag(&meta), got.as_slice()),
+        ("after-304".into(), data.as_slice())
+    );
     // The disk copy was rewritten too (and is intact).
     let restarted = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
     let (meta, got) = get(restarted, &key).await.unwrap();

@@ -15,9 +15,8 @@ use pingora_error::{Error, ErrorType, Result};
 use tinyufo::TinyUfo;
 use tokio::sync::watch;
 
-use super::disk::MetaBytes;
 use super::stats::{incr, StorageStats};
-use super::ObjectKey;
+use super::{MetaBytes, ObjectKey};
 
 /// A complete object held in memory.
 pub(crate) struct MemObject {
@@ -104,7 +103,10 @@ impl MemoryTier {
         match self.cache.get(key) {
             Some(object) if object.key == *key => {
                 let meta = CacheMeta::deserialize(&object.meta.0, &object.meta.1)?;
-                Ok(Some((meta, Box::new(CompleteHit::new(object.body.clone())))))
+                Ok(Some((
+                    meta,
+                    Box::new(CompleteHit::new(object.body.clone())),
+                )))
             }
             _ => Ok(None),
         }
@@ -159,15 +161,23 @@ impl MemoryTier {
         self.insert(Arc::new(MemObject { key, meta, body }), false)
     }
 
+    /// Replaces any object of the same key with `object` (if admitted). `force` skips the
+    /// TinyLFU comparison (for a meta update of an object already held).
     fn insert(&self, object: Arc<MemObject>, force: bool) -> bool {
+        let _guard = self.admission.lock();
+        // The new version supersedes the old one, admitted or not.
+        self.remove_locked(&object.key);
         let size = object.size();
-        if size > self.max_object {
+        let weight = size.div_ceil(self.unit).max(1);
+        // Sizes round up to whole units, so an object near the bound may not fit in units.
+        let Ok(weight) = u16::try_from(weight) else {
+            incr(&self.stats.memory_rejections);
+            return false;
+        };
+        if size > self.max_object || usize::from(weight) > self.limit / self.unit {
             incr(&self.stats.memory_rejections);
             return false;
         }
-        let weight = u16::try_from(size.div_ceil(self.unit).max(1)).unwrap_or(u16::MAX);
-        let _guard = self.admission.lock();
-        self.remove_locked(&object.key);
         let evicted = if force {
             self.cache.force_put(object.key, object.clone(), weight)
         } else {

@@ -15,6 +15,9 @@ pub use tiered::TieredStorage;
 /// The identity of a stored object: the combined (primary + variance) hash of its cache key.
 type ObjectKey = pingora_cache::key::HashBinary;
 
+/// Serialized [`pingora_cache::CacheMeta`]: its internal part and its header part.
+type MetaBytes = (Vec<u8>, Vec<u8>);
+
 /// Sizes and places of the storage tiers.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {

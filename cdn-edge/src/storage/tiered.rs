@@ -19,10 +19,10 @@ use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
 
-use super::disk::{DiskLookup, DiskTier, MetaBytes};
+use super::disk::{DiskLookup, DiskTier};
 use super::memory::{CompleteHit, MemoryTier, TempObject};
 use super::stats::{incr, StatsSnapshot, StorageStats};
-use super::{ObjectKey, StorageConfig};
+use super::{MetaBytes, ObjectKey, StorageConfig};
 
 /// Memory tier in front of an optional disk tier.
 ///
@@ -97,9 +97,10 @@ impl TieredStorage {
 
     /// The largest body a fill may buffer: what the larger tier admits.
     fn max_fill(&self) -> usize {
-        let disk = self.disk.as_ref().map_or(0, |d| {
-            usize::try_from(d.max_object()).unwrap_or(usize::MAX)
-        });
+        let disk = self
+            .disk
+            .as_ref()
+            .map_or(0, |d| usize::try_from(d.max_object()).unwrap_or(usize::MAX));
         self.memory.max_object().max(disk)
     }
 }
@@ -264,7 +265,10 @@ impl HandleMiss for TieredMiss {
             self.temp.abort();
             return Error::e_explain(
                 ErrorType::InternalError,
-                format!("object larger than the cache's max object ({} bytes)", self.limit),
+                format!(
+                    "object larger than the cache's max object ({} bytes)",
+                    self.limit
+                ),
             );
         }
         self.temp.append(data, eof)
@@ -284,6 +288,10 @@ impl HandleMiss for TieredMiss {
                     .await
                 {
                     warn!("cache object not stored on disk: {e}");
+                }
+                // A purge that ran while the file was written must not be undone by it.
+                if self.temp.purged() {
+                    disk.purge(self.key).await?;
                 }
             }
             if !self.temp.purged() {

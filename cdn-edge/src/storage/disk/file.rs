@@ -21,7 +21,7 @@ use std::path::Path;
 use bytes::{Bytes, BytesMut};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
-use crate::storage::ObjectKey;
+use crate::storage::{MetaBytes, ObjectKey};
 
 const MAGIC: &[u8; 8] = b"MRDNOBJ1";
 /// Size of the fixed header.
@@ -115,7 +115,7 @@ impl ObjectHeader {
 }
 
 /// Length of the file an object with this meta and body makes.
-pub(crate) fn object_file_len(meta: &(Vec<u8>, Vec<u8>), body_len: usize) -> u64 {
+pub(crate) fn object_file_len(meta: &MetaBytes, body_len: usize) -> u64 {
     HEADER_LEN + (meta.0.len() + meta.1.len() + body_len) as u64
 }
 
@@ -126,7 +126,7 @@ fn meta_hash(internal: &[u8], header: &[u8]) -> u64 {
     hasher.digest()
 }
 
-fn meta_lens(meta: &(Vec<u8>, Vec<u8>)) -> io::Result<(u32, u32)> {
+fn meta_lens(meta: &MetaBytes) -> io::Result<(u32, u32)> {
     let conv = |n: usize| {
         u32::try_from(n).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "meta too large"))
     };
@@ -138,7 +138,7 @@ fn meta_lens(meta: &(Vec<u8>, Vec<u8>)) -> io::Result<(u32, u32)> {
 pub(crate) fn write_object(
     path: &Path,
     key: &ObjectKey,
-    meta: &(Vec<u8>, Vec<u8>),
+    meta: &MetaBytes,
     body: &[u8],
 ) -> io::Result<u64> {
     let (internal_len, header_len) = meta_lens(meta)?;
@@ -167,7 +167,7 @@ pub(crate) fn rewrite_meta(
     old: &File,
     old_header: &ObjectHeader,
     path: &Path,
-    meta: &(Vec<u8>, Vec<u8>),
+    meta: &MetaBytes,
 ) -> io::Result<u64> {
     let (internal_len, header_len) = meta_lens(meta)?;
     let header = ObjectHeader {
@@ -204,7 +204,7 @@ pub(crate) fn read_header(file: &File) -> Result<ObjectHeader, ReadError> {
 }
 
 /// Reads and checks the header and the meta of `file`.
-pub(crate) fn read_meta(file: &File) -> Result<(ObjectHeader, (Vec<u8>, Vec<u8>)), ReadError> {
+pub(crate) fn read_meta(file: &File) -> Result<(ObjectHeader, MetaBytes), ReadError> {
     let header = read_header(file)?;
     let mut internal = vec![0u8; header.internal_len as usize];
     let mut head = vec![0u8; header.header_len as usize];

@@ -28,10 +28,7 @@ use pingora_error::{Error, ErrorType, Result};
 use self::file::{ObjectHeader, ReadError, CHUNK};
 use self::index::Index;
 use super::stats::{incr, StorageStats};
-use super::{internal_error, DiskConfig, ObjectKey};
-
-/// Serialized [`pingora_cache::CacheMeta`]: internal part and header part.
-pub(crate) type MetaBytes = (Vec<u8>, Vec<u8>);
+use super::{internal_error, DiskConfig, MetaBytes, ObjectKey};
 
 /// What a disk lookup found.
 pub(crate) enum DiskLookup {
@@ -120,7 +117,7 @@ impl DiskTier {
     /// returned; a corrupt one is removed and reported as a miss. Objects whose body and meta
     /// fit in `keep_limit` bytes are returned whole, larger ones as a chunked reader.
     pub async fn lookup(&self, key: ObjectKey, keep_limit: usize) -> Result<Option<DiskLookup>> {
-        if !self.inner.index.lock().contains(&key) {
+        if !self.inner.may_contain(&key) {
             return Ok(None);
         }
         let inner = self.inner.clone();
@@ -158,7 +155,7 @@ impl DiskTier {
     where
         F: FnOnce(&MetaBytes) -> Result<MetaBytes> + Send + 'static,
     {
-        if !self.inner.index.lock().contains(&key) {
+        if !self.inner.may_contain(&key) {
             return Ok(false);
         }
         let inner = self.inner.clone();
@@ -167,6 +164,14 @@ impl DiskTier {
 }
 
 impl Inner {
+    /// Whether `key` may be stored, without waiting for the index lock (its holders do file
+    /// I/O, and this runs on the async runtime): when the lock is busy, the answer is yes.
+    fn may_contain(&self, key: &ObjectKey) -> bool {
+        self.index
+            .try_lock()
+            .is_none_or(|index| index.contains(key))
+    }
+
     fn path(&self, key: &ObjectKey) -> PathBuf {
         let name = hex(key);
         self.objects.join(&name[..2]).join(name)
@@ -178,7 +183,9 @@ impl Inner {
     }
 
     fn publish(&self, index: &Index) {
-        self.stats.disk_bytes.store(index.bytes(), Ordering::Relaxed);
+        self.stats
+            .disk_bytes
+            .store(index.bytes(), Ordering::Relaxed);
         self.stats
             .disk_objects
             .store(index.len() as u64, Ordering::Relaxed);
