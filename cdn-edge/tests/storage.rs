@@ -238,6 +238,11 @@ async fn check_seeks(mut hit: HitHandler, data: &[u8]) {
     assert_eq!(read_all(&mut hit).await, &data[data.len() - 10..]);
     hit.seek(5, Some(data.len() + 100)).unwrap();
     assert_eq!(read_all(&mut hit).await, &data[5..]);
+    hit.seek(10, Some(5)).unwrap();
+    assert!(
+        read_all(&mut hit).await.is_empty(),
+        "an inverted range reads nothing"
+    );
     // Multipart: several ranges from one handler.
     for (start, end) in [(0, 1), (70_000, 140_001), (199_999, 200_000)] {
         hit.seek_multipart(start, Some(end)).unwrap();

@@ -382,7 +382,8 @@ impl HandleHit for CompleteHit {
             );
         }
         self.start = start;
-        self.end = end.map_or(self.body.len(), |e| e.min(self.body.len()));
+        // An end before the start reads nothing (rather than slicing backwards).
+        self.end = end.map_or(self.body.len(), |e| e.min(self.body.len()).max(start));
         // A seek rearms the reader so one handler serves several ranges.
         self.done = false;
         Ok(())
