@@ -1,0 +1,319 @@
+//! [`TieredStorage`]: the [`Storage`] Meridian hands to pingora-cache.
+
+use std::any::Any;
+use std::io;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use log::warn;
+use pingora_cache::eviction::CacheEntryKey;
+use pingora_cache::key::{CacheHashKey, CompactCacheKey};
+use pingora_cache::storage::streaming_write::U64WriteId;
+use pingora_cache::storage::{
+    HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget, PurgeType,
+    Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_error::{Error, ErrorType, Result};
+
+use super::disk::{DiskLookup, DiskTier};
+use super::memory::{CompleteHit, MemoryTier, TempObject};
+use super::stats::{incr, StatsSnapshot, StorageStats};
+use super::{MetaBytes, ObjectKey, StorageConfig};
+
+/// Memory tier in front of an optional disk tier.
+///
+/// Lookups try memory, then disk (a disk hit is offered to memory). A fill streams into memory,
+/// where concurrent readers follow it, and is stored in both tiers when it finishes.
+pub struct TieredStorage {
+    memory: MemoryTier,
+    disk: Option<DiskTier>,
+    stats: Arc<StorageStats>,
+}
+
+impl TieredStorage {
+    /// Builds the tiers. With a disk tier this opens its directory and rebuilds its index
+    /// from the files there (blocking I/O: call it once at startup).
+    pub fn new(config: StorageConfig) -> io::Result<Self> {
+        let stats = Arc::new(StorageStats::default());
+        let disk = config
+            .disk
+            .as_ref()
+            .map(|disk| DiskTier::open(disk, stats.clone()))
+            .transpose()?;
+        Ok(TieredStorage {
+            memory: MemoryTier::new(config.memory_bytes, config.memory_max_object, stats.clone()),
+            disk,
+            stats,
+        })
+    }
+
+    /// Leaks the storage to get the `&'static` pingora-cache requires. Call it once per process:
+    /// the storage outlives configuration reloads.
+    pub fn leak(self) -> &'static Self {
+        Box::leak(Box::new(self))
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> &StorageStats {
+        &self.stats
+    }
+
+    /// A copy of the counters.
+    pub fn stats_snapshot(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Removes `key` (its exact variant) from every tier, including a fill in flight.
+    /// Returns whether anything was stored. For the admin API.
+    pub async fn purge_key(&self, key: &CompactCacheKey) -> Result<bool> {
+        self.remove(key.combined_bin()).await
+    }
+
+    async fn remove(&self, key: ObjectKey) -> Result<bool> {
+        let in_memory = self.memory.purge(&key);
+        let on_disk = match &self.disk {
+            Some(disk) => disk.purge(key).await?,
+            None => false,
+        };
+        Ok(in_memory || on_disk)
+    }
+
+    /// Applies `update` to the stored meta of `key` in every tier; returns whether any held it.
+    async fn rewrite_meta<F>(&self, key: ObjectKey, update: F) -> Result<bool>
+    where
+        F: Fn(&MetaBytes) -> Result<MetaBytes> + Send + Clone + 'static,
+    {
+        let in_memory = self.memory.update_meta(&key, update.clone())?;
+        let on_disk = match &self.disk {
+            Some(disk) => disk.update_meta(key, update).await?,
+            None => false,
+        };
+        Ok(in_memory || on_disk)
+    }
+
+    /// The largest body a fill may buffer: what the larger tier admits.
+    fn max_fill(&self) -> usize {
+        let disk = self
+            .disk
+            .as_ref()
+            .map_or(0, |d| usize::try_from(d.max_object()).unwrap_or(usize::MAX));
+        self.memory.max_object().max(disk)
+    }
+}
+
+/// Our entries carry no [`pingora_cache::CacheEntryId`]: an exact target naming one is not ours.
+fn foreign_target(target: &PurgeTarget<'_>) -> bool {
+    matches!(target, PurgeTarget::Exact(CacheEntryKey::Identified { .. }))
+}
+
+#[async_trait]
+impl Storage for TieredStorage {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let object = key.combined_bin();
+        if let Some(hit) = self.memory.lookup(&object)? {
+            incr(&self.stats.memory_hits);
+            return Ok(Some(hit));
+        }
+        let found = match &self.disk {
+            Some(disk) => disk.lookup(object, self.memory.max_object()).await?,
+            None => None,
+        };
+        let Some(found) = found else {
+            incr(&self.stats.misses);
+            return Ok(None);
+        };
+        incr(&self.stats.disk_hits);
+        match found {
+            DiskLookup::Whole { meta, body } => {
+                let cache_meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+                self.memory.admit(object, meta, body.clone());
+                Ok(Some((cache_meta, Box::new(CompleteHit::new(body)))))
+            }
+            DiskLookup::Streamed { meta, hit } => {
+                let cache_meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+                Ok(Some((cache_meta, Box::new(hit))))
+            }
+        }
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        streaming_write_tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some(tag) = streaming_write_tag else {
+            return self.lookup(key, trace).await;
+        };
+        let id = U64WriteId::try_from(tag)
+            .map_err(|e| Error::because(ErrorType::InternalError, "bad streaming write tag", e))?;
+        match self.memory.lookup_write(&key.combined_bin(), id.into())? {
+            Some(hit) => Ok(Some(hit)),
+            None => Error::e_explain(
+                ErrorType::InternalError,
+                "the streaming write is gone (purged)",
+            ),
+        }
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let object = key.combined_bin();
+        let (id, temp) = self.memory.start_write(object, meta.serialize()?);
+        Ok(Box::new(TieredMiss {
+            storage: self,
+            key: object,
+            id: id.into(),
+            temp,
+            written: 0,
+            limit: self.max_fill(),
+            finished: false,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        if foreign_target(&target) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        Ok(if self.remove(target.key().combined_bin()).await? {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn expire(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        if foreign_target(&target) {
+            return Ok(PurgeOutcome::NotFound);
+        }
+        let now = SystemTime::now();
+        let expire = move |meta: &MetaBytes| {
+            let mut meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+            meta.expire_at(now);
+            meta.serialize()
+        };
+        Ok(
+            if self
+                .rewrite_meta(target.key().combined_bin(), expire)
+                .await?
+            {
+                PurgeOutcome::Expired
+            } else {
+                PurgeOutcome::NotFound
+            },
+        )
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let meta = meta.serialize()?;
+        self.rewrite_meta(key.combined_bin(), move |_| Ok(meta.clone()))
+            .await
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+/// Writes one fill: into memory as it arrives, into the tiers when finished.
+struct TieredMiss {
+    storage: &'static TieredStorage,
+    key: ObjectKey,
+    id: U64WriteId,
+    temp: Arc<TempObject>,
+    written: usize,
+    limit: usize,
+    finished: bool,
+}
+
+#[async_trait]
+impl HandleMiss for TieredMiss {
+    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+        self.written += data.len();
+        let meta = self.temp.meta();
+        if self.written + meta.0.len() + meta.1.len() > self.limit {
+            self.temp.abort();
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!(
+                    "object larger than the cache's max object ({} bytes)",
+                    self.limit
+                ),
+            );
+        }
+        self.temp.append(data, eof)
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        let body = self.temp.complete()?;
+        self.finished = true;
+        let storage = self.storage;
+        let size = body.len() + self.temp.meta().0.len() + self.temp.meta().1.len();
+        if !self.temp.purged() {
+            // Disk first, then memory, then retire the in-flight object: a lookup finds the
+            // object somewhere at every step.
+            if let Some(disk) = &storage.disk {
+                if let Err(e) = disk
+                    .store(self.key, self.temp.meta().clone(), body.clone())
+                    .await
+                {
+                    warn!("cache object not stored on disk: {e}");
+                }
+                // A purge that ran while the file was written must not be undone by it.
+                if self.temp.purged() {
+                    disk.purge(self.key).await?;
+                }
+            }
+            if !self.temp.purged() {
+                storage
+                    .memory
+                    .admit(self.key, self.temp.meta().clone(), body);
+            }
+        }
+        storage.memory.end_write(&self.key, self.id.into());
+        Ok(MissFinishType::Created(size))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(self.id.as_bytes())
+    }
+}
+
+impl Drop for TieredMiss {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.temp.abort();
+            self.storage.memory.end_write(&self.key, self.id.into());
+        }
+    }
+}

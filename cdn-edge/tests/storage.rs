@@ -1,0 +1,685 @@
+//! Drives `TieredStorage` through pingora-cache's `Storage` trait the way the proxy does:
+//! get_miss_handler, write_body, finish, lookup, lookup_streaming_write, read_body, seek.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use cdn_edge::{DiskConfig, StorageConfig, TieredStorage};
+use futures::FutureExt;
+use pingora_cache::key::CacheHashKey;
+use pingora_cache::storage::{HitHandler, PurgeOutcome, PurgeTarget, PurgeType, Storage};
+use pingora_cache::trace::{Span, SpanHandle};
+use pingora_cache::{CacheKey, CacheMeta};
+use pingora_http::ResponseHeader;
+
+fn span() -> SpanHandle {
+    Span::inactive().handle()
+}
+
+fn meta_with(tag: &str) -> CacheMeta {
+    let mut header = ResponseHeader::build(200, None).unwrap();
+    header.append_header("x-tag", tag).unwrap();
+    let now = SystemTime::now();
+    CacheMeta::new(now + Duration::from_secs(600), now, 10, 20, header)
+}
+
+fn memory_only(bytes: usize, max_object: usize) -> &'static TieredStorage {
+    TieredStorage::new(StorageConfig {
+        memory_bytes: bytes,
+        memory_max_object: max_object,
+        disk: None,
+    })
+    .unwrap()
+    .leak()
+}
+
+/// Memory tier of `mem` bytes (objects up to `mem_max`), disk tier of `disk` bytes at `dir`.
+fn tiered(dir: &Path, mem: usize, mem_max: usize, disk: u64) -> &'static TieredStorage {
+    TieredStorage::new(StorageConfig {
+        memory_bytes: mem,
+        memory_max_object: mem_max,
+        disk: Some(DiskConfig {
+            path: dir.to_path_buf(),
+            bytes: disk,
+            max_object: disk,
+        }),
+    })
+    .unwrap()
+    .leak()
+}
+
+fn body(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+async fn fill(storage: &'static TieredStorage, key: &CacheKey, meta: &CacheMeta, data: &[u8]) {
+    let mut miss = storage.get_miss_handler(key, meta, &span()).await.unwrap();
+    for chunk in data.chunks(10_000) {
+        miss.write_body(Bytes::copy_from_slice(chunk), false)
+            .await
+            .unwrap();
+    }
+    miss.write_body(Bytes::new(), true).await.unwrap();
+    miss.finish().await.unwrap();
+}
+
+async fn read_all(hit: &mut HitHandler) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = hit.read_body().await.unwrap() {
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+async fn get(storage: &'static TieredStorage, key: &CacheKey) -> Option<(CacheMeta, Vec<u8>)> {
+    let (meta, mut hit) = storage.lookup(key, &span()).await.unwrap()?;
+    let data = read_all(&mut hit).await;
+    Some((meta, data))
+}
+
+fn tag(meta: &CacheMeta) -> String {
+    meta.headers()
+        .get("x-tag")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn object_path(dir: &Path, key: &CacheKey) -> PathBuf {
+    let hex = key.combined();
+    dir.join("objects").join(&hex[..2]).join(hex)
+}
+
+#[tokio::test]
+async fn memory_round_trip() {
+    let storage = memory_only(1 << 20, 1 << 20);
+    let key = CacheKey::new("mem/round-trip", "");
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    let data = body(25_000, 1);
+    fill(storage, &key, &meta_with("a"), &data).await;
+    let (meta, got) = get(storage, &key).await.unwrap();
+    assert_eq!(got, data);
+    assert_eq!(tag(&meta), "a");
+    let stats = storage.stats_snapshot();
+    assert_eq!(stats.memory_hits, 1);
+    assert_eq!(stats.misses, 1);
+    assert_eq!(stats.memory_objects, 1);
+    assert!(stats.memory_bytes >= data.len() as u64);
+}
+
+#[tokio::test]
+async fn disk_round_trip_without_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1024, 10 << 20);
+    let key = CacheKey::new("disk/round-trip", "");
+    let data = body(300_000, 2);
+    fill(storage, &key, &meta_with("d"), &data).await;
+    assert!(object_path(dir.path(), &key).exists());
+    let (meta, got) = get(storage, &key).await.unwrap();
+    assert_eq!(got, data);
+    assert_eq!(tag(&meta), "d");
+    let stats = storage.stats_snapshot();
+    assert_eq!((stats.disk_hits, stats.memory_hits), (1, 0));
+    assert_eq!(stats.memory_objects, 0, "too large for memory");
+    assert_eq!(stats.disk_objects, 1);
+}
+
+#[tokio::test]
+async fn disk_hit_is_promoted_to_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CacheKey::new("disk/promote", "");
+    let data = body(5_000, 3);
+    fill(
+        tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20),
+        &key,
+        &meta_with("p"),
+        &data,
+    )
+    .await;
+    // A new process: memory is cold, disk is not.
+    let storage = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    assert_eq!(get(storage, &key).await.unwrap().1, data);
+    assert_eq!(get(storage, &key).await.unwrap().1, data);
+    let stats = storage.stats_snapshot();
+    assert_eq!((stats.disk_hits, stats.memory_hits), (1, 1));
+}
+
+#[tokio::test]
+async fn read_while_write_streams_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    let key = CacheKey::new("rww", "");
+    let data = body(64_000, 4);
+    let meta = meta_with("w");
+    let mut miss = storage
+        .get_miss_handler(&key, &meta, &span())
+        .await
+        .unwrap();
+
+    // The writer's own reader, found by its tag, and an independent reader by plain lookup.
+    let tag_bytes = miss.streaming_write_tag().unwrap().to_vec();
+    let (_, own) = storage
+        .lookup_streaming_write(&key, Some(&tag_bytes), &span())
+        .await
+        .unwrap()
+        .unwrap();
+    let (early_meta, mut early) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+    assert_eq!(tag(&early_meta), "w");
+    assert!(
+        early.read_body().now_or_never().is_none(),
+        "nothing written yet: the reader waits"
+    );
+
+    let readers = [own, early].map(|mut hit| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut reads = 0;
+            while let Some(chunk) = hit.read_body().await.unwrap() {
+                got.extend_from_slice(&chunk);
+                reads += 1;
+            }
+            (got, reads)
+        })
+    });
+
+    for chunk in data.chunks(4_000) {
+        miss.write_body(Bytes::copy_from_slice(chunk), false)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // A reader that arrives mid-write gets the bytes so far, then the rest.
+    let (_, mut late) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+    let late = tokio::spawn(async move { read_all(&mut late).await });
+    miss.write_body(Bytes::new(), true).await.unwrap();
+    miss.finish().await.unwrap();
+
+    for reader in readers {
+        let (got, reads) = reader.await.unwrap();
+        assert_eq!(got, data);
+        assert!(
+            reads > 1,
+            "bytes arrive as they are written, not at the end"
+        );
+    }
+    assert_eq!(late.await.unwrap(), data);
+    assert_eq!(get(storage, &key).await.unwrap().1, data);
+}
+
+#[tokio::test]
+async fn abandoned_write_errors_readers_and_stores_nothing() {
+    let storage = memory_only(1 << 20, 1 << 20);
+    let key = CacheKey::new("abandoned", "");
+    let mut miss = storage
+        .get_miss_handler(&key, &meta_with("x"), &span())
+        .await
+        .unwrap();
+    miss.write_body(Bytes::from_static(b"partial"), false)
+        .await
+        .unwrap();
+    let (_, mut reader) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+    assert_eq!(reader.read_body().await.unwrap().unwrap(), "partial");
+    drop(miss);
+    assert!(
+        reader.read_body().await.is_err(),
+        "no silently truncated body"
+    );
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+}
+
+async fn check_seeks(mut hit: HitHandler, data: &[u8]) {
+    assert!(hit.can_seek() && hit.can_seek_multipart());
+    assert!(hit.seek(data.len(), None).is_err(), "start past the end");
+    hit.seek(1000, Some(2000)).unwrap();
+    assert_eq!(read_all(&mut hit).await, &data[1000..2000]);
+    hit.seek(data.len() - 10, None).unwrap();
+    assert_eq!(read_all(&mut hit).await, &data[data.len() - 10..]);
+    hit.seek(5, Some(data.len() + 100)).unwrap();
+    assert_eq!(read_all(&mut hit).await, &data[5..]);
+    hit.seek(10, Some(5)).unwrap();
+    assert!(
+        read_all(&mut hit).await.is_empty(),
+        "an inverted range reads nothing"
+    );
+    // Multipart: several ranges from one handler.
+    for (start, end) in [(0, 1), (70_000, 140_001), (199_999, 200_000)] {
+        hit.seek_multipart(start, Some(end)).unwrap();
+        assert_eq!(read_all(&mut hit).await, &data[start..end]);
+    }
+}
+
+#[tokio::test]
+async fn seek_single_and_multipart_in_memory() {
+    let storage = memory_only(4 << 20, 1 << 20);
+    let key = CacheKey::new("seek/mem", "");
+    let data = body(200_000, 5);
+    fill(storage, &key, &meta_with("s"), &data).await;
+    let (_, hit) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+    check_seeks(hit, &data).await;
+}
+
+#[tokio::test]
+async fn seek_single_and_multipart_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1024, 10 << 20);
+    let key = CacheKey::new("seek/disk", "");
+    let data = body(200_000, 6);
+    fill(storage, &key, &meta_with("s"), &data).await;
+    let (_, hit) = storage.lookup(&key, &span()).await.unwrap().unwrap();
+    check_seeks(hit, &data).await;
+    assert_eq!(storage.stats_snapshot().disk_hits, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn byte_bounds_hold_under_concurrent_fills() {
+    const MEMORY: usize = 512 * 1024;
+    const DISK: u64 = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), MEMORY, 64 * 1024, DISK);
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            tokio::spawn(async move {
+                for i in 0..12 {
+                    let key = CacheKey::new(format!("bound/{t}/{i}"), "");
+                    let size = 1_000 + (t * 7_919 + i * 3_571) % 60_000;
+                    fill(storage, &key, &meta_with("b"), &body(size, t as u8)).await;
+                    let stats = storage.stats_snapshot();
+                    assert!(stats.memory_bytes <= MEMORY as u64, "{stats:?}");
+                    assert!(stats.disk_bytes <= DISK, "{stats:?}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = storage.stats_snapshot();
+    assert!(
+        stats.memory_evictions > 0 && stats.disk_evictions > 0,
+        "{stats:?}"
+    );
+    let on_disk: u64 = walk(&dir.path().join("objects"))
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert_eq!(on_disk, stats.disk_bytes, "index and directory agree");
+    assert!(on_disk <= DISK);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn tinyufo_keeps_a_hot_object_through_a_cold_scan() {
+    let storage = memory_only(256 * 1024, 64 * 1024);
+    let hot = CacheKey::new("hot", "");
+    let hot_data = body(8_000, 7);
+    fill(storage, &hot, &meta_with("h"), &hot_data).await;
+    for _ in 0..10 {
+        assert!(get(storage, &hot).await.is_some());
+    }
+    for i in 0..500 {
+        let cold = CacheKey::new(format!("cold/{i}"), "");
+        fill(storage, &cold, &meta_with("c"), &body(8_000, 8)).await;
+        if i % 50 == 0 {
+            assert_eq!(get(storage, &hot).await.unwrap().1, hot_data, "after {i}");
+        }
+    }
+    assert_eq!(get(storage, &hot).await.unwrap().1, hot_data);
+    let stats = storage.stats_snapshot();
+    assert!(stats.memory_evictions + stats.memory_rejections > 0);
+    assert!(stats.memory_bytes <= 256 * 1024);
+}
+
+#[tokio::test]
+async fn objects_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects: Vec<_> = (0..20)
+        .map(|i| {
+            (
+                CacheKey::new(format!("restart/{i}"), ""),
+                body(1_000 + i * 5_000, i as u8),
+                format!("m{i}"),
+            )
+        })
+        .collect();
+    let before = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    for (key, data, t) in &objects {
+        fill(before, key, &meta_with(t), data).await;
+    }
+    let fresh_until = before
+        .lookup(&objects[0].0, &span())
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .fresh_until();
+
+    let after = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    assert_eq!(after.stats_snapshot().disk_objects, 20);
+    for (key, data, t) in &objects {
+        let (meta, got) = get(after, key).await.expect("hit after restart");
+        assert_eq!(&got, data);
+        assert_eq!(&tag(&meta), t);
+    }
+    let (meta, _) = get(after, &objects[0].0).await.unwrap();
+    assert_eq!(meta.fresh_until(), fresh_until);
+    assert_eq!(after.stats_snapshot().disk_hits, 20);
+}
+
+#[tokio::test]
+async fn restart_trims_to_a_smaller_bound_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = tiered(dir.path(), 0, 0, 10 << 20);
+    for i in 0..10 {
+        let key = CacheKey::new(format!("trim/{i}"), "");
+        fill(big, &key, &meta_with("t"), &body(50_000, i)).await;
+        // Distinct modification times give the scan an order.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let small = tiered(dir.path(), 0, 0, 200_000);
+    let stats = small.stats_snapshot();
+    assert!(stats.disk_bytes <= 200_000);
+    assert_eq!(stats.disk_objects, 3);
+    assert!(get(small, &CacheKey::new("trim/9", "")).await.is_some());
+    assert!(get(small, &CacheKey::new("trim/0", "")).await.is_none());
+}
+
+/// Writes `key` to a disk-only storage at `dir`, then damages its file with `damage`.
+async fn stored_then_damaged(dir: &Path, key: &CacheKey, damage: impl FnOnce(&Path)) {
+    let storage = tiered(dir, 0, 0, 10 << 20);
+    fill(storage, key, &meta_with("c"), &body(100_000, 9)).await;
+    let path = object_path(dir, key);
+    assert!(path.exists());
+    damage(&path);
+}
+
+fn flip_byte(path: &Path, from_end: u64) {
+    let mut raw = std::fs::read(path).unwrap();
+    let at = raw.len() - from_end as usize;
+    raw[at] ^= 0x40;
+    std::fs::write(path, raw).unwrap();
+}
+
+#[tokio::test]
+async fn corrupt_body_is_dropped_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CacheKey::new("corrupt/body", "");
+    stored_then_damaged(dir.path(), &key, |p| flip_byte(p, 500)).await;
+    // The header is intact, so the startup scan indexes it; the read catches the body.
+    let storage = tiered(dir.path(), 0, 0, 10 << 20);
+    assert_eq!(storage.stats_snapshot().disk_objects, 1);
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    assert!(!object_path(dir.path(), &key).exists(), "file removed");
+    let stats = storage.stats_snapshot();
+    assert_eq!(
+        (stats.corrupt_dropped, stats.disk_objects, stats.disk_bytes),
+        (1, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn corrupt_body_of_a_large_object_is_never_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CacheKey::new("corrupt/large", "");
+    stored_then_damaged(dir.path(), &key, |p| flip_byte(p, 1)).await;
+    // Memory admits 1 KiB objects: this one is read in chunks, and verified first.
+    let storage = tiered(dir.path(), 1 << 20, 1024, 10 << 20);
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    assert_eq!(storage.stats_snapshot().corrupt_dropped, 1);
+}
+
+#[tokio::test]
+async fn corrupt_meta_is_dropped_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CacheKey::new("corrupt/meta", "");
+    stored_then_damaged(dir.path(), &key, |p| {
+        let mut raw = std::fs::read(p).unwrap();
+        raw[70] ^= 0xff;
+        std::fs::write(p, raw).unwrap();
+    })
+    .await;
+    let storage = tiered(dir.path(), 0, 0, 10 << 20);
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    assert!(!object_path(dir.path(), &key).exists());
+    assert_eq!(storage.stats_snapshot().corrupt_dropped, 1);
+}
+
+#[tokio::test]
+async fn truncated_file_is_dropped_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CacheKey::new("corrupt/truncated", "");
+    stored_then_damaged(dir.path(), &key, |p| {
+        let len = p.metadata().unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_len(len - 1000)
+            .unwrap();
+    })
+    .await;
+    let storage = tiered(dir.path(), 0, 0, 10 << 20);
+    let stats = storage.stats_snapshot();
+    assert_eq!((stats.corrupt_dropped, stats.disk_objects), (1, 0));
+    assert!(!object_path(dir.path(), &key).exists());
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn garbage_header_is_dropped_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = CacheKey::new("corrupt/header", "");
+    stored_then_damaged(dir.path(), &key, |p| {
+        let mut raw = std::fs::read(p).unwrap();
+        raw[..64].copy_from_slice(&[0x5a; 64]);
+        std::fs::write(p, raw).unwrap();
+    })
+    .await;
+    let storage = tiered(dir.path(), 0, 0, 10 << 20);
+    assert_eq!(storage.stats_snapshot().corrupt_dropped, 1);
+    assert!(!object_path(dir.path(), &key).exists());
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn corruption_while_running_is_dropped_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 0, 0, 10 << 20);
+    let key = CacheKey::new("corrupt/running", "");
+    fill(storage, &key, &meta_with("r"), &body(10_000, 1)).await;
+    let path = object_path(dir.path(), &key);
+    let len = path.metadata().unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    assert!(!path.exists());
+    let stats = storage.stats_snapshot();
+    assert_eq!((stats.corrupt_dropped, stats.disk_objects), (1, 0));
+}
+
+#[tokio::test]
+async fn leftover_temp_files_are_cleared_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    tiered(dir.path(), 0, 0, 10 << 20);
+    let torn = dir.path().join("tmp").join("torn.0.tmp");
+    std::fs::write(&torn, b"half an object").unwrap();
+    tiered(dir.path(), 0, 0, 10 << 20);
+    assert!(!torn.exists());
+}
+
+#[tokio::test]
+async fn purge_removes_from_both_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    let key = CacheKey::new("purge", "");
+    fill(storage, &key, &meta_with("p"), &body(3_000, 1)).await;
+    let compact = key.to_compact();
+    let outcome = storage
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &span(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, PurgeOutcome::Purged(None));
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    assert!(!object_path(dir.path(), &key).exists());
+    let stats = storage.stats_snapshot();
+    assert_eq!((stats.memory_objects, stats.disk_objects), (0, 0));
+    assert_eq!((stats.memory_bytes, stats.disk_bytes), (0, 0));
+    let again = storage
+        .purge(
+            PurgeTarget::Active(&compact),
+            PurgeType::Invalidation,
+            &span(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, PurgeOutcome::NotFound);
+
+    // The admin entry point.
+    fill(storage, &key, &meta_with("p"), &body(3_000, 1)).await;
+    assert!(storage.purge_key(&compact).await.unwrap());
+    assert!(!storage.purge_key(&compact).await.unwrap());
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    assert!(tiered(dir.path(), 0, 0, 10 << 20)
+        .lookup(&key, &span())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn purge_during_a_fill_keeps_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    let key = CacheKey::new("purge/in-flight", "");
+    let mut miss = storage
+        .get_miss_handler(&key, &meta_with("f"), &span())
+        .await
+        .unwrap();
+    miss.write_body(Bytes::from_static(b"old"), false)
+        .await
+        .unwrap();
+    assert!(storage.purge_key(&key.to_compact()).await.unwrap());
+    miss.write_body(Bytes::new(), true).await.unwrap();
+    miss.finish().await.unwrap();
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+    assert!(!object_path(dir.path(), &key).exists());
+}
+
+#[tokio::test]
+async fn update_meta_on_both_tiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    let key = CacheKey::new("update-meta", "");
+    let data = body(70_000, 2);
+    fill(storage, &key, &meta_with("before"), &data).await;
+    assert!(storage
+        .update_meta(&key, &meta_with("after-304"), &span())
+        .await
+        .unwrap());
+    let (meta, got) = get(storage, &key).await.unwrap();
+    assert_eq!(
+        (tag(&meta), got.as_slice()),
+        ("after-304".into(), data.as_slice())
+    );
+    // The disk copy was rewritten too (and is intact).
+    let restarted = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    let (meta, got) = get(restarted, &key).await.unwrap();
+    assert_eq!((tag(&meta), got), ("after-304".into(), data));
+    assert_eq!(restarted.stats_snapshot().corrupt_dropped, 0);
+    assert!(!storage
+        .update_meta(&CacheKey::new("absent", ""), &meta_with("x"), &span())
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn expire_marks_both_tiers_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    let key = CacheKey::new("expire", "");
+    let data = body(2_000, 3);
+    fill(storage, &key, &meta_with("e"), &data).await;
+    let compact = key.to_compact();
+    let outcome = storage
+        .expire(PurgeTarget::Active(&compact), &span())
+        .await
+        .unwrap();
+    assert_eq!(outcome, PurgeOutcome::Expired);
+    let later = SystemTime::now() + Duration::from_secs(1);
+    let (meta, got) = get(storage, &key).await.unwrap();
+    assert!(!meta.is_fresh(later));
+    assert_eq!(got, data, "the body stays for revalidation");
+    let (meta, got) = get(tiered(dir.path(), 0, 0, 10 << 20), &key).await.unwrap();
+    assert!(!meta.is_fresh(later));
+    assert_eq!(got, data);
+}
+
+#[tokio::test]
+async fn oversize_fill_fails_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = TieredStorage::new(StorageConfig {
+        memory_bytes: 1 << 20,
+        memory_max_object: 10_000,
+        disk: Some(DiskConfig {
+            path: dir.path().to_path_buf(),
+            bytes: 10 << 20,
+            max_object: 50_000,
+        }),
+    })
+    .unwrap()
+    .leak();
+    let key = CacheKey::new("oversize", "");
+    let mut miss = storage
+        .get_miss_handler(&key, &meta_with("o"), &span())
+        .await
+        .unwrap();
+    miss.write_body(Bytes::from(body(40_000, 1)), false)
+        .await
+        .unwrap();
+    assert!(miss
+        .write_body(Bytes::from(body(40_000, 2)), false)
+        .await
+        .is_err());
+    drop(miss);
+    assert!(storage.lookup(&key, &span()).await.unwrap().is_none());
+
+    // Between the two limits: on disk only.
+    let mid = CacheKey::new("oversize/mid", "");
+    fill(storage, &mid, &meta_with("m"), &body(30_000, 3)).await;
+    let stats = storage.stats_snapshot();
+    assert_eq!((stats.memory_objects, stats.disk_objects), (0, 1));
+}
+
+#[tokio::test]
+async fn variants_are_distinct_objects() {
+    let storage = memory_only(1 << 20, 1 << 20);
+    let mut a = CacheKey::new("vary", "");
+    let mut b = a.clone();
+    a.set_variance_key([1; 16]);
+    b.set_variance_key([2; 16]);
+    fill(storage, &a, &meta_with("a"), b"gzip").await;
+    fill(storage, &b, &meta_with("b"), b"identity").await;
+    assert_eq!(get(storage, &a).await.unwrap().1, b"gzip");
+    assert_eq!(get(storage, &b).await.unwrap().1, b"identity");
+}
