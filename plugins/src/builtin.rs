@@ -12,4 +12,6 @@ impl Registry {
 }
 
 /// Registers every built-in plugin under its config name.
-fn register_builtins(_r: &mut Registry) {}
+fn register_builtins(r: &mut Registry) {
+    r.register("jwt", crate::auth::jwt::build);
+}

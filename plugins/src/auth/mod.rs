@@ -1,0 +1,15 @@
+//! Authentication plugins: `jwt` (JWT with JWKS), `api_key`, `introspection` (RFC 7662) and
+//! `oidc` (authorization-code login). Each sets [`crate::PluginCtx::identity`] for the
+//! plugins after it and refuses what it cannot admit with 401 (or 403) and a
+//! `WWW-Authenticate` challenge.
+
+mod challenge;
+mod extract;
+mod fetch;
+mod forward;
+mod jwks;
+pub mod jwt;
+mod metrics;
+mod require;
+mod units;
+mod verify;
