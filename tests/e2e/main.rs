@@ -4,6 +4,8 @@
 mod harness;
 
 mod admin;
+mod auth_idp;
+mod auth_jwt;
 mod balancing;
 mod embedded;
 mod health;
