@@ -14,4 +14,5 @@ impl Registry {
 /// Registers every built-in plugin under its config name.
 fn register_builtins(r: &mut Registry) {
     r.register("jwt", crate::auth::jwt::build);
+    r.register("api_key", crate::auth::api_key::build);
 }

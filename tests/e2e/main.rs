@@ -4,6 +4,7 @@
 mod harness;
 
 mod admin;
+mod auth_api_key;
 mod auth_idp;
 mod auth_jwt;
 mod balancing;
