@@ -15,4 +15,5 @@ impl Registry {
 fn register_builtins(r: &mut Registry) {
     r.register("jwt", crate::auth::jwt::build);
     r.register("api_key", crate::auth::api_key::build);
+    r.register("introspection", crate::auth::introspection::build);
 }

@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod auth_api_key;
 mod auth_idp;
+mod auth_introspection;
 mod auth_jwt;
 mod balancing;
 mod embedded;

@@ -8,6 +8,7 @@ mod challenge;
 mod extract;
 mod fetch;
 mod forward;
+pub mod introspection;
 mod jwks;
 pub mod jwt;
 mod metrics;
