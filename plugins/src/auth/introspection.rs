@@ -15,22 +15,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::challenge::{self, BearerError};
+use super::client::{ClientAuth, Credentials};
 use super::extract::Source;
 use super::forward::Forward;
 use super::require::Require;
 use super::{fetch, jwt, metrics, units};
 use crate::{settings, ConfigError, Flow, Hooks, Identity, LocalResponse, Plugin, PluginCtx};
-
-/// How the gateway authenticates to the introspection endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-enum ClientAuth {
-    /// HTTP Basic with the client id and secret.
-    #[default]
-    Basic,
-    /// `client_id` and `client_secret` in the form body.
-    Post,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,9 +85,7 @@ impl Expiry<[u8; 32], Answer> for AnswerTtl {
 /// The `introspection` plugin.
 pub struct Introspection {
     endpoint: String,
-    client_id: String,
-    client_secret: String,
-    client_auth: ClientAuth,
+    credentials: Credentials,
     token_type_hint: Option<String>,
     cache_ttl: Duration,
     negative_cache_ttl: Duration,
@@ -127,9 +115,11 @@ pub fn build(value: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> 
             .build(),
         forward: Forward::parse(&s.forward_claims, "forward_claims")?,
         endpoint: s.endpoint,
-        client_id: s.client_id,
-        client_secret: s.client_secret,
-        client_auth: s.client_auth,
+        credentials: Credentials {
+            id: s.client_id,
+            secret: s.client_secret,
+            method: s.client_auth,
+        },
         token_type_hint: s.token_type_hint,
         cache_ttl: s.cache_ttl,
         negative_cache_ttl: s.negative_cache_ttl,
@@ -147,28 +137,9 @@ impl Introspection {
         if let Some(hint) = &self.token_type_hint {
             form.push(("token_type_hint", hint));
         }
-        let mut request = self
-            .client
-            .post(&self.endpoint)
-            .header("accept", "application/json");
-        match self.client_auth {
-            ClientAuth::Basic => {
-                request = request.basic_auth(
-                    form_encode(&self.client_id),
-                    Some(form_encode(&self.client_secret)),
-                );
-            }
-            ClientAuth::Post => {
-                form.push(("client_id", &self.client_id));
-                form.push(("client_secret", &self.client_secret));
-            }
-        }
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let request = request
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
+        let request = self
+            .credentials
+            .post_form(&self.client, &self.endpoint, form);
         let answer: serde_json::Map<String, serde_json::Value> = fetch::json(request).await?;
         Ok(self.answer(answer, unix_now()))
     }
@@ -196,11 +167,6 @@ impl Introspection {
             ttl,
         }
     }
-}
-
-/// RFC 6749 §2.3.1: the client id and secret are form-encoded before basic auth.
-fn form_encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn unix_now() -> u64 {
@@ -303,9 +269,11 @@ mod tests {
     fn plugin() -> Introspection {
         Introspection {
             endpoint: "http://127.0.0.1:1/introspect".into(),
-            client_id: "gw".into(),
-            client_secret: "s".into(),
-            client_auth: ClientAuth::Basic,
+            credentials: Credentials {
+                id: "gw".into(),
+                secret: "s".into(),
+                method: ClientAuth::Basic,
+            },
             token_type_hint: None,
             cache_ttl: Duration::from_secs(60),
             negative_cache_ttl: Duration::from_secs(5),

@@ -5,6 +5,7 @@
 
 pub mod api_key;
 mod challenge;
+mod client;
 mod extract;
 mod fetch;
 mod forward;
