@@ -16,4 +16,5 @@ fn register_builtins(r: &mut Registry) {
     r.register("jwt", crate::auth::jwt::build);
     r.register("api_key", crate::auth::api_key::build);
     r.register("introspection", crate::auth::introspection::build);
+    r.register("oidc", crate::auth::oidc::build);
 }

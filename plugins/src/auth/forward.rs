@@ -35,6 +35,11 @@ impl Forward {
         Ok(Forward(out))
     }
 
+    /// Whether `claim` is forwarded.
+    pub fn names(&self, claim: &str) -> bool {
+        self.0.iter().any(|(c, _)| c == claim)
+    }
+
     /// Whether nothing is forwarded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -13,6 +13,7 @@ pub mod introspection;
 mod jwks;
 pub mod jwt;
 mod metrics;
+pub mod oidc;
 mod require;
 mod units;
 mod verify;

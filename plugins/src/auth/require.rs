@@ -24,6 +24,11 @@ pub struct Missing {
 }
 
 impl Require {
+    /// Whether `claim` is required.
+    pub fn names(&self, claim: &str) -> bool {
+        self.0.contains_key(claim)
+    }
+
     /// The first claim whose required values are not all there.
     pub fn check(&self, identity: &Identity) -> Result<(), Missing> {
         for (claim, wanted) in &self.0 {
