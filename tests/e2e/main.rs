@@ -8,6 +8,7 @@ mod auth_api_key;
 mod auth_idp;
 mod auth_introspection;
 mod auth_jwt;
+mod auth_oidc;
 mod balancing;
 mod embedded;
 mod health;
