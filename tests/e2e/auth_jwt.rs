@@ -34,12 +34,13 @@ fn raw(header: &str, claims: &serde_json::Value, signature: &str) -> String {
     )
 }
 
-async fn setup(min_refresh: &str) -> (Idp, Upstream, Meridian, u16) {
+/// The gateway with `jwks` timing settings (`jwks_min_refresh: 2s, ...`).
+async fn setup(jwks: &str) -> (Idp, Upstream, Meridian, u16) {
     let idp = Idp::start(&[K1, E1]).await;
     let up = Upstream::start("api").await;
     let port = free_port();
     let jwt = format!(
-        "algorithms: [RS256, ES256], jwks_url: \"{idp}/jwks\", jwks_min_refresh: {min_refresh}, \
+        "algorithms: [RS256, ES256], jwks_url: \"{idp}/jwks\", {jwks}, \
          issuer: \"{ISSUER}\", audience: orders, required_claims: [exp, sub, tenant], \
          forward_claims: {{ sub: x-user-id, tenant: x-tenant }}",
         idp = idp.url()
@@ -95,7 +96,7 @@ async fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attack_table() {
-    let (_idp, up, _m, port) = setup("10s").await;
+    let (_idp, up, _m, port) = setup("jwks_min_refresh: 10s").await;
     let attacker_jwk: Jwk = serde_json::from_value(K2.jwk()).expect("jwk");
     let header = |f: &dyn Fn(&mut Header)| {
         let mut h = Header::new(Algorithm::RS256);
@@ -326,7 +327,7 @@ async fn attack_table() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rotation_refreshes_on_unknown_kid_at_most_once_per_interval() {
-    let (idp, _up, _m, port) = setup("2s").await;
+    let (idp, _up, _m, port) = setup("jwks_min_refresh: 2s").await;
     assert_eq!(get(port, "/api/x", Some(&K1.sign(&claims()))).await.0, 200);
     assert_eq!(idp.hits("/jwks"), 1, "first use fetches the set");
     // A burst of unknown kids right after a fetch: refused without fetching again.
@@ -357,8 +358,23 @@ async fn rotation_refreshes_on_unknown_kid_at_most_once_per_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn key_set_is_refreshed_on_its_period() {
+    let (idp, _up, _m, port) = setup("jwks_refresh: 1s, jwks_min_refresh: 1s").await;
+    let token = K1.sign(&claims());
+    assert_eq!(get(port, "/api/x", Some(&token)).await.0, 200);
+    assert_eq!(idp.hits("/jwks"), 1);
+    // Known-kid traffic alone fetches the set again once it is older than jwks_refresh.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while idp.hits("/jwks") < 2 && std::time::Instant::now() < deadline {
+        assert_eq!(get(port, "/api/x", Some(&token)).await.0, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(idp.hits("/jwks"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn claims_are_forwarded_and_client_copies_stripped() {
-    let (_idp, up, _m, port) = setup("10s").await;
+    let (_idp, up, _m, port) = setup("jwks_min_refresh: 10s").await;
     let r = client()
         .get(format!("http://127.0.0.1:{port}/api/x"))
         .bearer_auth(K1.sign(&claims()))

@@ -85,7 +85,10 @@ impl Jwks {
             .fetched
             .is_none_or(|at| at.elapsed() >= self.timing.refresh);
         if stale {
-            current = self.refresh(&current).await;
+            // A set that is only old is refreshed by one request while the others go on
+            // with it; a set never fetched is waited for.
+            let wait = current.fetched.is_none();
+            current = self.refresh(&current, wait).await;
         }
         if let Some(found) = f(&current.keys) {
             return Some(found);
@@ -95,14 +98,22 @@ impl Jwks {
         if kid.is_none() || known {
             return None;
         }
-        let refreshed = self.refresh(&current).await;
+        let refreshed = self.refresh(&current, true).await;
         f(&refreshed.keys)
     }
 
     /// Fetches the set unless another caller replaced `seen` meanwhile or the last attempt
-    /// was less than `min_refresh` ago. Returns the keys to use.
-    async fn refresh(&self, seen: &Arc<KeySet>) -> Arc<KeySet> {
-        let mut last = self.last_attempt.lock().await;
+    /// was less than `min_refresh` ago. Without `wait`, returns `seen` at once when another
+    /// caller is fetching. Returns the keys to use.
+    async fn refresh(&self, seen: &Arc<KeySet>, wait: bool) -> Arc<KeySet> {
+        let mut last = if wait {
+            self.last_attempt.lock().await
+        } else {
+            match self.last_attempt.try_lock() {
+                Ok(last) => last,
+                Err(_) => return seen.clone(),
+            }
+        };
         let now_keys = self.keys.load_full();
         if !Arc::ptr_eq(&now_keys, seen) {
             return now_keys;

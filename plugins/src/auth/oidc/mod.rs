@@ -9,8 +9,8 @@ mod provider;
 mod session;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -34,6 +34,8 @@ use super::verify::Policy;
 use super::{fetch, jwt, metrics, units};
 use crate::{settings, ConfigError, Flow, Hooks, Identity, LocalResponse, Plugin, PluginCtx};
 
+/// How long after a failed discovery the next one may be tried.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 /// The largest ID token accepted.
 const MAX_ID_TOKEN: usize = 16 * 1024;
 /// Claims kept in the session cookie when all of them would make it too large.
@@ -121,6 +123,7 @@ pub struct Oidc {
     timeout: Duration,
     client: reqwest::Client,
     provider: OnceCell<Provider>,
+    discovery_failed: Mutex<Option<Instant>>,
     forward: Forward,
     require: Require,
     realm: String,
@@ -183,6 +186,7 @@ pub fn build(value: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> 
         timeout: s.timeout,
         client: fetch::client(s.timeout).map_err(|m| ConfigError::at("timeout", m))?,
         provider: OnceCell::new(),
+        discovery_failed: Mutex::new(None),
         forward: Forward::parse(&s.forward_claims, "forward_claims")?,
         require: s.require,
         realm: s.realm,
@@ -226,9 +230,22 @@ fn local_path(path: &str) -> &str {
 }
 
 impl Oidc {
-    /// The provider, discovered on first use (a failed discovery is retried next time).
+    /// The provider, discovered on first use. A failed discovery is retried by a request
+    /// at least [`DISCOVERY_RETRY`] later; requests in between fail at once.
     async fn provider(&self) -> Result<&Provider, String> {
-        self.provider
+        if let Some(p) = self.provider.get() {
+            return Ok(p);
+        }
+        let failed = self
+            .discovery_failed
+            .lock()
+            .map(|at| at.is_some_and(|at| at.elapsed() < DISCOVERY_RETRY))
+            .unwrap_or(false);
+        if failed {
+            return Err("discovery failed recently; not retried yet".into());
+        }
+        let found = self
+            .provider
             .get_or_try_init(|| async {
                 let policy = Policy {
                     algorithms: self.algorithms.clone(),
@@ -245,7 +262,13 @@ impl Oidc {
                 };
                 provider::discover(&self.client, &self.issuer, policy, timing).await
             })
-            .await
+            .await;
+        if found.is_err() {
+            if let Ok(mut at) = self.discovery_failed.lock() {
+                *at = Some(Instant::now());
+            }
+        }
+        found
     }
 
     /// Sends the browser to the provider, remembering where it was going.
