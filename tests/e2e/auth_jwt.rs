@@ -10,6 +10,7 @@ use crate::auth_idp::*;
 use crate::harness::*;
 
 const ISSUER: &str = "https://issuer.test";
+const SECRET: &str = "an-hmac-secret-of-at-least-32-bytes";
 
 /// Claims that pass on the `/api` routes.
 fn claims() -> serde_json::Value {
@@ -67,6 +68,11 @@ routes:
     upstream: api
     plugins:
       - jwt: {{ {jwt}, from: {{ cookie: at, query: access_token }} }}
+  - name: mixed
+    match: {{ path_prefix: /mixed }}
+    upstream: api
+    plugins:
+      - jwt: {{ algorithms: [RS256, HS256], public_key: "{pem}", secret: "{SECRET}" }}
   - name: pem
     match: {{ path_prefix: /pem }}
     upstream: api
@@ -107,222 +113,87 @@ async fn attack_table() {
     let (head, rest) = good.split_once('.').expect("jwt");
     let mut tampered = good.clone();
     tampered.replace_range(good.len() - 6.., "AAAAAA");
-    let hs_with_public_key = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims(),
-        &EncodingKey::from_secret(RSA1_PUBLIC.trim().as_bytes()),
-    )
-    .expect("sign");
+    let hs = |secret: &[u8]| {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims(),
+            &EncodingKey::from_secret(secret),
+        )
+        .expect("sign")
+    };
+    let hs_with_public_key = hs(RSA1_PUBLIC.trim().as_bytes());
+    let no_tenant = {
+        let mut c = claims();
+        c.as_object_mut().expect("object").remove("tenant");
+        c
+    };
+    let a = "/api/x";
 
-    // (case, path, token, status, error attribute of WWW-Authenticate)
-    let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
-        ("valid RS256", "/api/x", Some(good.clone()), 200, ""),
-        ("valid ES256", "/api/x", Some(E1.sign(&claims())), 200, ""),
-        ("no token", "/api/x", None, 401, "none"),
-        (
-            "alg none",
-            "/api/x",
-            Some(raw(r#"{"alg":"none"}"#, &claims(), "")),
-            401,
-            "invalid_token",
-        ),
-        (
-            "alg NONE",
-            "/api/x",
-            Some(raw(r#"{"alg":"NONE","typ":"JWT"}"#, &claims(), "")),
-            401,
-            "invalid_token",
-        ),
-        (
-            "alg nOnE",
-            "/api/x",
-            Some(raw(r#"{"alg":"nOnE"}"#, &claims(), "x")),
-            401,
-            "invalid_token",
-        ),
-        (
-            "RS->HS key confusion (jwks)",
-            "/api/x",
-            Some(hs_with_public_key.clone()),
-            401,
-            "invalid_token",
-        ),
-        (
-            "RS->HS key confusion (pem)",
-            "/pem/x",
-            Some(hs_with_public_key),
-            401,
-            "invalid_token",
-        ),
-        (
-            "pem route valid",
-            "/pem/x",
-            Some(K1.sign(&claims())),
-            200,
-            "",
-        ),
-        (
-            "embedded jwk",
-            "/api/x",
-            Some(K2.sign_with(header(&|h| h.jwk = Some(attacker_jwk.clone())), &claims())),
-            401,
-            "invalid_token",
-        ),
-        (
-            "jku",
-            "/api/x",
-            Some(K2.sign_with(
-                header(&|h| h.jku = Some("http://127.0.0.1:1/jwks".into())),
-                &claims(),
-            )),
-            401,
-            "invalid_token",
-        ),
-        (
-            "x5u",
-            "/api/x",
-            Some(K2.sign_with(
-                header(&|h| h.x5u = Some("http://127.0.0.1:1/x5".into())),
-                &claims(),
-            )),
-            401,
-            "invalid_token",
-        ),
-        (
-            "x5c",
-            "/api/x",
-            Some(K2.sign_with(header(&|h| h.x5c = Some(vec!["MIIB".into()])), &claims())),
-            401,
-            "invalid_token",
-        ),
-        (
-            "unknown kid",
-            "/api/x",
-            Some(K2.sign(&claims())),
-            401,
-            "invalid_token",
-        ),
-        (
-            "bad signature",
-            "/api/x",
-            Some(tampered),
-            401,
-            "invalid_token",
-        ),
-        (
-            "signed by another key, known kid",
-            "/api/x",
-            Some(SigningKey { kid: "k1", ..K2 }.sign(&claims())),
-            401,
-            "invalid_token",
-        ),
-        (
-            "expired",
-            "/api/x",
-            Some(K1.sign(&with("exp", (now() - 120).into()))),
-            401,
-            "invalid_token",
-        ),
-        (
-            "not yet valid",
-            "/api/x",
-            Some(K1.sign(&with("nbf", (now() + 120).into()))),
-            401,
-            "invalid_token",
-        ),
-        (
-            "wrong iss",
-            "/api/x",
-            Some(K1.sign(&with("iss", "https://evil".into()))),
-            401,
-            "invalid_token",
-        ),
-        (
-            "wrong aud",
-            "/api/x",
-            Some(K1.sign(&with("aud", "billing".into()))),
-            401,
-            "invalid_token",
-        ),
-        (
-            "missing required claim",
-            "/api/x",
-            Some(K1.sign(&with("tenant", serde_json::Value::Null))),
-            200,
-            "",
-        ),
-        (
-            "malformed base64",
-            "/api/x",
-            Some(format!("{head}.!!!{rest}")),
-            401,
-            "invalid_token",
-        ),
-        (
-            "malformed JSON",
-            "/api/x",
-            Some(raw(r#"{"alg":"RS256""#, &claims(), "sig")),
-            401,
-            "invalid_token",
-        ),
-        (
-            "two parts",
-            "/api/x",
-            Some(format!("{head}.{}", b64(b"{}"))),
-            401,
-            "invalid_token",
-        ),
-        (
-            "oversize",
-            "/api/x",
-            Some(K1.sign(&with("pad", "x".repeat(9000).into()))),
-            401,
-            "invalid_token",
-        ),
-        (
-            "lacks scope",
-            "/api/orders",
-            Some(K1.sign(&claims())),
-            403,
-            "insufficient_scope",
-        ),
-        (
-            "has scope",
-            "/api/orders",
-            Some(K1.sign(&with("scope", "orders:read orders:write".into()))),
-            200,
-            "",
-        ),
+    // Embedded-key rows are signed with the real key and kid: only the header refuses them.
+    // (case, path, token, status, error attribute of WWW-Authenticate, error_description)
+    #[rustfmt::skip]
+    let cases: Vec<(&str, &str, Option<String>, u16, &str, &str)> = vec![
+        ("valid RS256", a, Some(good.clone()), 200, "", ""),
+        ("valid ES256", a, Some(E1.sign(&claims())), 200, "", ""),
+        ("no token", a, None, 401, "", ""),
+        ("alg none", a, Some(raw(r#"{"alg":"none"}"#, &claims(), "")), 401, "invalid_token", "algorithm not allowed"),
+        ("alg NONE", a, Some(raw(r#"{"alg":"NONE","typ":"JWT"}"#, &claims(), "")), 401, "invalid_token", "algorithm not allowed"),
+        ("alg nOnE", a, Some(raw(r#"{"alg":"nOnE"}"#, &claims(), "x")), 401, "invalid_token", "algorithm not allowed"),
+        ("alg HS256 not pinned", a, Some(hs(SECRET.as_bytes())), 401, "invalid_token", "algorithm not allowed"),
+        ("RS->HS key confusion (jwks)", a, Some(hs_with_public_key.clone()), 401, "invalid_token", "algorithm not allowed"),
+        ("RS->HS key confusion (pem)", "/pem/x", Some(hs_with_public_key.clone()), 401, "invalid_token", "algorithm not allowed"),
+        ("RS->HS key confusion (RS256+HS256)", "/mixed/x", Some(hs_with_public_key), 401, "invalid_token", "bad signature"),
+        ("HS256 with the secret (RS256+HS256)", "/mixed/x", Some(hs(SECRET.as_bytes())), 200, "", ""),
+        ("RS256 (RS256+HS256)", "/mixed/x", Some(K1.sign(&claims())), 200, "", ""),
+        ("pem route valid", "/pem/x", Some(K1.sign(&claims())), 200, "", ""),
+        ("embedded jwk", a, Some(K1.sign_with(header(&|h| h.jwk = Some(attacker_jwk.clone())), &claims())), 401, "invalid_token", "embedded keys are not accepted"),
+        ("jku", a, Some(K1.sign_with(header(&|h| h.jku = Some("http://127.0.0.1:1/jwks".into())), &claims())), 401, "invalid_token", "embedded keys are not accepted"),
+        ("x5u", a, Some(K1.sign_with(header(&|h| h.x5u = Some("http://127.0.0.1:1/x5".into())), &claims())), 401, "invalid_token", "embedded keys are not accepted"),
+        ("x5c", a, Some(K1.sign_with(header(&|h| h.x5c = Some(vec!["MIIB".into()])), &claims())), 401, "invalid_token", "embedded keys are not accepted"),
+        ("attacker key, embedded jwk", a, Some(K2.sign_with(header(&|h| h.jwk = Some(attacker_jwk.clone())), &claims())), 401, "invalid_token", "embedded keys are not accepted"),
+        ("crit header", a, Some(K1.sign_with(header(&|h| h.crit = Some(vec!["exp".into()])), &claims())), 401, "invalid_token", "unsupported crit header"),
+        ("unknown kid", a, Some(K2.sign(&claims())), 401, "invalid_token", "unknown signing key"),
+        ("bad signature", a, Some(tampered), 401, "invalid_token", "bad signature"),
+        ("another key, known kid", a, Some(SigningKey { kid: "k1", ..K2 }.sign(&claims())), 401, "invalid_token", "bad signature"),
+        ("expired", a, Some(K1.sign(&with("exp", (now() - 120).into()))), 401, "invalid_token", "token expired"),
+        ("expired within leeway", a, Some(K1.sign(&with("exp", (now() - 10).into()))), 200, "", ""),
+        ("not yet valid", a, Some(K1.sign(&with("nbf", (now() + 120).into()))), 401, "invalid_token", "token not yet valid"),
+        ("wrong iss", a, Some(K1.sign(&with("iss", "https://evil".into()))), 401, "invalid_token", "wrong issuer"),
+        ("wrong aud", a, Some(K1.sign(&with("aud", "billing".into()))), 401, "invalid_token", "wrong audience"),
+        ("missing required claim", a, Some(K1.sign(&no_tenant)), 401, "invalid_token", "missing claim tenant"),
+        ("malformed base64 header", a, Some(format!("!!{good}")), 401, "invalid_token", "malformed token"),
+        ("malformed base64 signature", a, Some(format!("{good}!!")), 401, "invalid_token", "malformed token"),
+        ("malformed base64 payload (signature checked first)", a, Some(format!("{head}.!!!{rest}")), 401, "invalid_token", "bad signature"),
+        ("malformed JSON", a, Some(raw(r#"{"alg":"RS256""#, &claims(), "sig")), 401, "invalid_token", "malformed token"),
+        ("claims not an object", a, Some(K1.sign(&serde_json::json!(["sub"]))), 401, "invalid_token", "malformed token"),
+        ("two parts", a, Some(format!("{head}.{}", b64(b"{}"))), 401, "invalid_token", "malformed token"),
+        ("oversize", a, Some(K1.sign(&with("pad", "x".repeat(9000).into()))), 401, "invalid_token", "token too large"),
+        ("lacks scope", "/api/orders", Some(K1.sign(&claims())), 403, "insufficient_scope", "missing scope orders:write"),
+        ("has scope", "/api/orders", Some(K1.sign(&with("scope", "orders:read orders:write".into()))), 200, "", ""),
     ];
-    for (name, path, token, status, error) in cases {
+    for (name, path, token, status, error, description) in cases {
+        let hits = up.hits();
         let (got, challenge) = get(port, path, token.as_deref()).await;
         assert_eq!(got, status, "{name}: {challenge}");
-        match error {
-            "" => assert!(challenge.is_empty(), "{name}: {challenge}"),
-            "none" => assert_eq!(challenge, "Bearer realm=\"meridian\"", "{name}"),
-            e => {
-                assert!(
-                    challenge.starts_with("Bearer realm=\"meridian\""),
-                    "{name}: {challenge}"
-                );
-                assert!(
-                    challenge.contains(&format!("error=\"{e}\"")),
-                    "{name}: {challenge}"
-                );
-                assert!(
-                    challenge.contains("error_description=\""),
-                    "{name}: {challenge}"
-                );
-            }
+        if status == 200 {
+            assert!(challenge.is_empty(), "{name}: {challenge}");
+            assert_eq!(up.hits(), hits + 1, "{name}");
+            continue;
+        }
+        assert_eq!(
+            up.hits(),
+            hits,
+            "{name}: refused requests do not reach the upstream"
+        );
+        if error.is_empty() {
+            assert_eq!(challenge, "Bearer realm=\"meridian\"", "{name}");
+        } else {
+            let want = format!(
+                "Bearer realm=\"meridian\", error=\"{error}\", error_description=\"{description}\""
+            );
+            assert!(challenge.starts_with(&want), "{name}: {challenge}");
         }
     }
-    // The missing-claim row above: a null claim is present; an absent one is refused.
-    let mut no_tenant = claims();
-    no_tenant.as_object_mut().expect("object").remove("tenant");
-    let (status, challenge) = get(port, "/api/x", Some(&K1.sign(&no_tenant))).await;
-    assert_eq!(status, 401);
-    assert!(challenge.contains("missing claim tenant"), "{challenge}");
-    assert!(up.hits() > 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

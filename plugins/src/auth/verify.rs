@@ -2,8 +2,11 @@
 //! with leeway, `iss`, `aud` and required claims. Used by the `jwt` and `oidc` plugins.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
@@ -158,7 +161,7 @@ impl Verifier {
         if token.len() > self.max_token_size {
             return Err(TokenError::Oversize);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| unparsed_header(token))?;
         if header.jwk.is_some()
             || header.jku.is_some()
             || header.x5u.is_some()
@@ -207,6 +210,24 @@ impl Verifier {
             return Err(TokenError::MissingClaim(c.clone()));
         }
         Ok(claims)
+    }
+}
+
+/// Why a header did not parse: an `alg` that is no algorithm (`none`, `NONE`) is an
+/// algorithm not allowed; anything else is malformed.
+fn unparsed_header(token: &str) -> TokenError {
+    if token.split('.').count() != 3 {
+        return TokenError::Malformed;
+    }
+    let alg = token
+        .split('.')
+        .next()
+        .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+        .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
+        .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_string));
+    match alg {
+        Some(alg) if Algorithm::from_str(&alg).is_err() => TokenError::AlgorithmNotAllowed,
+        _ => TokenError::Malformed,
     }
 }
 
@@ -302,6 +323,25 @@ mod tests {
         );
         // Within the leeway.
         assert!(v.verify(&with("exp", (now() - 10).into())).await.is_ok());
+    }
+
+    #[test]
+    fn unparsed_headers() {
+        let token = |header: &str| format!("{}.e30.sig", URL_SAFE_NO_PAD.encode(header));
+        assert_eq!(
+            unparsed_header(&token(r#"{"alg":"None"}"#)),
+            TokenError::AlgorithmNotAllowed
+        );
+        assert_eq!(
+            unparsed_header(&token(r#"{"alg":"RS256","x":}"#)),
+            TokenError::Malformed
+        );
+        assert_eq!(
+            unparsed_header(&token(r#"{"typ":"JWT"}"#)),
+            TokenError::Malformed
+        );
+        assert_eq!(unparsed_header("e30.e30"), TokenError::Malformed);
+        assert_eq!(unparsed_header("!!.e30.sig"), TokenError::Malformed);
     }
 
     #[tokio::test]
