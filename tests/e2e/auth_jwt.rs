@@ -12,6 +12,10 @@ use crate::harness::*;
 const ISSUER: &str = "https://issuer.test";
 const SECRET: &str = "an-hmac-secret-of-at-least-32-bytes";
 
+/// One attack-table row: case, path, token, status, WWW-Authenticate `error`,
+/// `error_description`.
+type Case<'a> = (&'a str, &'a str, Option<String>, u16, &'a str, &'a str);
+
 /// Claims that pass on the `/api` routes.
 fn claims() -> serde_json::Value {
     serde_json::json!({
@@ -130,9 +134,8 @@ async fn attack_table() {
     let a = "/api/x";
 
     // Embedded-key rows are signed with the real key and kid: only the header refuses them.
-    // (case, path, token, status, error attribute of WWW-Authenticate, error_description)
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, Option<String>, u16, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("valid RS256", a, Some(good.clone()), 200, "", ""),
         ("valid ES256", a, Some(E1.sign(&claims())), 200, "", ""),
         ("no token", a, None, 401, "", ""),
