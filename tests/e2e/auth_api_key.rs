@@ -12,7 +12,7 @@ fn hash(key: &str) -> String {
 async fn good_bad_and_missing_keys() {
     let up = Upstream::start("api").await;
     let port = free_port();
-    let _m = Meridian::start(&with_listener(
+    let m = Meridian::start(&with_listener(
         port,
         &format!(
             r#"
@@ -77,4 +77,20 @@ routes:
         }
     }
     assert_eq!(up.last().expect("seen").uri, "/orders?x=1&y=%20");
+
+    // Decisions are counted (the request hook has run before the response is sent).
+    let metrics = c
+        .get(format!("{}/metrics", m.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body");
+    for (result, count) in [("ok", 3), ("invalid", 4), ("missing", 1)] {
+        let line = format!(
+            "meridian_auth_decisions_total{{plugin=\"api_key\",result=\"{result}\"}} {count}"
+        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }

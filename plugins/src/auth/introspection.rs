@@ -242,7 +242,7 @@ impl Plugin for Introspection {
             method: "introspection",
             claims,
         };
-        jwt::admit(
+        super::admit::admit(
             identity,
             &self.require,
             &self.forward,

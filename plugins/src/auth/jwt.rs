@@ -273,7 +273,7 @@ impl Plugin for Jwt {
             method: "jwt",
             claims: Arc::new(claims),
         };
-        admit(
+        super::admit::admit(
             identity,
             &self.require,
             &self.forward,
@@ -291,30 +291,6 @@ impl Plugin for Jwt {
     ) -> pingora::Result<()> {
         self.forward.apply(request, ctx)
     }
-}
-
-/// Checks the required claims of a verified identity, records the forwarded claims and sets
-/// the identity; 403 `insufficient_scope` when a required claim is lacking.
-pub(super) fn admit(
-    identity: Identity,
-    require: &Require,
-    forward: &Forward,
-    realm: &str,
-    plugin: &str,
-    ctx: &mut PluginCtx,
-) -> pingora::Result<Flow> {
-    if let Err(missing) = require.check(&identity) {
-        metrics::decision(plugin, "forbidden");
-        let reason = format!("missing {} {}", missing.claim, missing.values);
-        let scope = (missing.claim == "scope").then_some(missing.values.as_str());
-        return Ok(
-            challenge::bearer(realm, BearerError::InsufficientScope, &reason, scope).into_flow(),
-        );
-    }
-    metrics::decision(plugin, "ok");
-    forward.record(&identity, ctx);
-    ctx.identity = Some(identity);
-    Ok(Flow::Continue)
 }
 
 #[cfg(test)]

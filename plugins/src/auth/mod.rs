@@ -3,6 +3,7 @@
 //! plugins after it and refuses what it cannot admit with 401 (or 403) and a
 //! `WWW-Authenticate` challenge.
 
+mod admit;
 pub mod api_key;
 mod challenge;
 mod client;

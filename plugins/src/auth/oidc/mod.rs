@@ -36,6 +36,8 @@ use crate::{settings, ConfigError, Flow, Hooks, Identity, LocalResponse, Plugin,
 
 /// How long after a failed discovery the next one may be tried.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+/// The longest page address kept in the login cookie to return to after login.
+const MAX_RETURN_TO: usize = 1024;
 /// The largest ID token accepted.
 const MAX_ID_TOKEN: usize = 16 * 1024;
 /// Claims kept in the session cookie when all of them would make it too large.
@@ -219,10 +221,11 @@ fn redirect(location: &str, cookies: &[String]) -> Flow {
     r.into_flow()
 }
 
-/// `path` if it is a local path; `/` otherwise (no open redirect to `//host`).
+/// `path` if it is a local path of at most [`MAX_RETURN_TO`] bytes; `/` otherwise (no open
+/// redirect to `//host`, no login cookie too large for a browser).
 fn local_path(path: &str) -> &str {
     let local = path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\");
-    if local {
+    if local && path.len() <= MAX_RETURN_TO {
         path
     } else {
         "/"
@@ -465,7 +468,7 @@ impl Plugin for Oidc {
                 method: "oidc",
                 claims: Arc::new(s.claims),
             };
-            return jwt::admit(
+            return super::admit::admit(
                 identity,
                 &self.require,
                 &self.forward,
@@ -560,5 +563,6 @@ mod tests {
         assert_eq!(local_path("//evil.example/x"), "/");
         assert_eq!(local_path("/\\evil.example"), "/");
         assert_eq!(local_path("https://evil.example"), "/");
+        assert_eq!(local_path(&format!("/{}", "a".repeat(MAX_RETURN_TO))), "/");
     }
 }
