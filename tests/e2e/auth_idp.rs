@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -205,8 +204,7 @@ pub struct IdpState {
 
 /// A running provider.
 pub struct Idp {
-    /// Its address.
-    pub addr: SocketAddr,
+    issuer: String,
     /// Its state.
     pub state: Arc<IdpState>,
     task: tokio::task::JoinHandle<()>,
@@ -219,33 +217,76 @@ impl Drop for Idp {
 }
 
 impl Idp {
-    /// Starts a provider serving `keys` in its JWKS.
+    /// Starts a provider serving `keys` in its JWKS, over plain HTTP.
     pub async fn start(keys: &[SigningKey]) -> Idp {
+        Idp::serve(keys, None).await
+    }
+
+    /// Starts a provider over HTTPS with a certificate for 127.0.0.1 from a new CA; returns
+    /// it with the CA certificate (PEM).
+    pub async fn start_tls(keys: &[SigningKey]) -> (Idp, String) {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use tokio_rustls::rustls;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("sign");
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (Idp::serve(keys, Some(acceptor)).await, ca.pem())
+    }
+
+    async fn serve(keys: &[SigningKey], tls: Option<tokio_rustls::TlsAcceptor>) -> Idp {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind idp");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(IdpState::default());
         *state.keys.lock().expect("lock") = keys.iter().map(SigningKey::jwk).collect();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = format!("{scheme}://{addr}");
         let st = state.clone();
+        let base = issuer.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let st = st.clone();
+                let (st, base, tls) = (st.clone(), base.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(st.clone(), addr, req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let svc = service_fn(move |req| handle(st.clone(), base.clone(), req));
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            builder.serve_connection(TokioIo::new(stream), svc).await
+                        }
+                        None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                    };
                 });
             }
         });
-        Idp { addr, state, task }
+        Idp {
+            issuer,
+            state,
+            task,
+        }
     }
 
     /// Its base URL (the OIDC issuer).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.issuer.clone()
     }
 
     /// Requests served at `path`.
@@ -294,7 +335,7 @@ fn client_ok(auth: Option<&str>, f: &BTreeMap<String, String>) -> bool {
 
 async fn handle(
     st: Arc<IdpState>,
-    addr: SocketAddr,
+    issuer: String,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
@@ -315,7 +356,6 @@ async fn handle(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let issuer = format!("http://{addr}");
     let response = match path.as_str() {
         "/jwks" => json(serde_json::json!({ "keys": *st.keys.lock().expect("lock") })),
         "/introspect" => {

@@ -247,6 +247,45 @@ async fn key_set_is_refreshed_on_its_period() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn key_set_over_https_with_a_configured_ca() {
+    let (idp, ca) = Idp::start_tls(&[K1]).await;
+    let up = Upstream::start("api").await;
+    let port = free_port();
+    let jwt = format!("algorithms: [RS256], jwks_url: \"{}/jwks\"", idp.url());
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            r#"
+upstreams:
+  api: {{ targets: ["{up}"] }}
+routes:
+  - name: trusted
+    match: {{ path_prefix: /trusted }}
+    upstream: api
+    plugins:
+      - jwt: {{ {jwt}, ca: "{ca}" }}
+  - name: untrusted
+    match: {{ path_prefix: /untrusted }}
+    upstream: api
+    plugins:
+      - jwt: {{ {jwt} }}
+"#,
+            up = up.addr,
+            ca = ca.trim().replace('\n', "\\n"),
+        ),
+    ));
+    assert!(idp.url().starts_with("https://"));
+    let token = K1.sign(&claims());
+    assert_eq!(get(port, "/trusted/x", Some(&token)).await.0, 200);
+    assert_eq!(idp.hits("/jwks"), 1);
+    // Without the CA the set cannot be fetched (the TLS handshake fails): no key.
+    let (status, challenge) = get(port, "/untrusted/x", Some(&token)).await;
+    assert_eq!(status, 401);
+    assert!(challenge.contains("unknown signing key"), "{challenge}");
+    assert_eq!(idp.hits("/jwks"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn claims_are_forwarded_and_client_copies_stripped() {
     let (_idp, up, _m, port) = setup("jwks_min_refresh: 10s").await;
     let r = client()

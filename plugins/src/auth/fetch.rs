@@ -7,11 +7,23 @@ use serde::de::DeserializeOwned;
 /// The largest JSON document read from an identity provider.
 pub const MAX_DOCUMENT: usize = 1 << 20;
 
-/// An HTTP client for identity-provider calls: rustls, no redirects, a total timeout.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+/// An HTTP client for identity-provider calls: rustls with the public roots plus the CA
+/// certificates in `ca` (PEM), no redirects, a total timeout.
+pub fn client(timeout: Duration, ca: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = ca {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .map_err(|e| format!("not PEM certificates: {e}"))?;
+        if certs.is_empty() {
+            return Err("no PEM certificate found".into());
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }

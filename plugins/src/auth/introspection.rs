@@ -39,6 +39,7 @@ struct Settings {
     cache_size: u64,
     #[serde(default = "jwt::default_timeout", deserialize_with = "units::duration")]
     timeout: Duration,
+    ca: Option<String>,
     #[serde(
         default = "jwt::default_max_token_size",
         deserialize_with = "units::size"
@@ -108,7 +109,7 @@ pub fn build(value: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> 
     let source = s.from.or_header("authorization");
     source.validate("from")?;
     Ok(Arc::new(Introspection {
-        client: fetch::client(s.timeout).map_err(|m| ConfigError::at("timeout", m))?,
+        client: fetch::client(s.timeout, s.ca.as_deref()).map_err(|m| ConfigError::at("ca", m))?,
         cache: Cache::builder()
             .max_capacity(s.cache_size)
             .expire_after(AnswerTtl)

@@ -38,8 +38,6 @@ pub struct Timing {
     pub refresh: Duration,
     /// At most one fetch per this interval, whatever asks for it.
     pub min_refresh: Duration,
-    /// Timeout of one fetch.
-    pub timeout: Duration,
 }
 
 /// A remote key set.
@@ -58,18 +56,18 @@ struct Document {
 }
 
 impl Jwks {
-    /// A key set at `url`, fetched on first use.
-    pub fn new(url: String, timing: Timing) -> Result<Jwks, String> {
-        Ok(Jwks {
+    /// A key set at `url`, fetched with `client` on first use.
+    pub fn new(url: String, client: reqwest::Client, timing: Timing) -> Jwks {
+        Jwks {
             url,
-            client: fetch::client(timing.timeout)?,
+            client,
             timing,
             keys: ArcSwap::from_pointee(KeySet {
                 keys: Vec::new(),
                 fetched: None,
             }),
             last_attempt: tokio::sync::Mutex::new(None),
-        })
+        }
     }
 
     /// Calls `f` with the current keys, fetching first if the set was never fetched or is

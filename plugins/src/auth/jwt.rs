@@ -18,7 +18,7 @@ use super::forward::Forward;
 use super::jwks::{Jwks, Timing};
 use super::require::Require;
 use super::verify::{Policy, Verifier};
-use super::{metrics, units};
+use super::{fetch, metrics, units};
 use crate::{settings, ConfigError, Flow, Hooks, Identity, Plugin, PluginCtx};
 
 /// The shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
@@ -55,6 +55,7 @@ struct Settings {
     jwks_min_refresh: Duration,
     #[serde(default = "default_timeout", deserialize_with = "units::duration")]
     jwks_timeout: Duration,
+    ca: Option<String>,
     secret: Option<String>,
     public_key: Option<String>,
     issuer: Option<OneOrMany>,
@@ -161,9 +162,10 @@ pub fn build(value: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> 
             let timing = Timing {
                 refresh: s.jwks_refresh,
                 min_refresh: s.jwks_min_refresh,
-                timeout: s.jwks_timeout,
             };
-            Some(Jwks::new(url, timing).map_err(|m| ConfigError::at("jwks_url", m))?)
+            let client = fetch::client(s.jwks_timeout, s.ca.as_deref())
+                .map_err(|m| ConfigError::at("ca", m))?;
+            Some(Jwks::new(url, client, timing))
         }
         None => None,
     };

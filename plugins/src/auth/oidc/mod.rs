@@ -80,6 +80,7 @@ struct Settings {
     leeway: Duration,
     #[serde(default = "jwt::default_timeout", deserialize_with = "units::duration")]
     timeout: Duration,
+    ca: Option<String>,
     #[serde(default)]
     forward_claims: BTreeMap<String, String>,
     #[serde(default)]
@@ -122,7 +123,6 @@ pub struct Oidc {
     cookies: Cookies,
     algorithms: Vec<jsonwebtoken::Algorithm>,
     leeway: Duration,
-    timeout: Duration,
     client: reqwest::Client,
     provider: OnceCell<Provider>,
     discovery_failed: Mutex<Option<Instant>>,
@@ -185,8 +185,7 @@ pub fn build(value: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> 
         ),
         algorithms: jwt::parse_algorithms(&s.algorithms)?,
         leeway: s.leeway,
-        timeout: s.timeout,
-        client: fetch::client(s.timeout).map_err(|m| ConfigError::at("timeout", m))?,
+        client: fetch::client(s.timeout, s.ca.as_deref()).map_err(|m| ConfigError::at("ca", m))?,
         provider: OnceCell::new(),
         discovery_failed: Mutex::new(None),
         forward: Forward::parse(&s.forward_claims, "forward_claims")?,
@@ -261,7 +260,6 @@ impl Oidc {
                 let timing = Timing {
                     refresh: Duration::from_secs(3600),
                     min_refresh: Duration::from_secs(10),
-                    timeout: self.timeout,
                 };
                 provider::discover(&self.client, &self.issuer, policy, timing).await
             })

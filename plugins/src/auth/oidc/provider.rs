@@ -57,7 +57,7 @@ pub async fn discover(
         ));
     }
     policy.issuers = vec![d.issuer];
-    let jwks = Jwks::new(d.jwks_uri, timing)?;
+    let jwks = Jwks::new(d.jwks_uri, client.clone(), timing);
     Ok(Provider {
         authorization_endpoint: d.authorization_endpoint,
         token_endpoint: d.token_endpoint,
