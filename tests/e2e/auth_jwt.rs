@@ -237,10 +237,14 @@ async fn key_set_is_refreshed_on_its_period() {
     let token = K1.sign(&claims());
     assert_eq!(get(port, "/api/x", Some(&token)).await.0, 200);
     assert_eq!(idp.hits("/jwks"), 1);
-    // Known-kid traffic alone fetches the set again once it is older than jwks_refresh.
+    // Known-kid traffic alone fetches the set again once it is older than jwks_refresh
+    // (a new token each time: verified tokens are cached).
+    let mut jti = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while idp.hits("/jwks") < 2 && std::time::Instant::now() < deadline {
-        assert_eq!(get(port, "/api/x", Some(&token)).await.0, 200);
+        jti += 1;
+        let fresh = K1.sign(&with("jti", jti.into()));
+        assert_eq!(get(port, "/api/x", Some(&fresh)).await.0, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(idp.hits("/jwks"), 2);

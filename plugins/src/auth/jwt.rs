@@ -17,7 +17,7 @@ use super::extract::Source;
 use super::forward::Forward;
 use super::jwks::{Jwks, Timing};
 use super::require::Require;
-use super::verify::{Policy, Verifier};
+use super::verify::{CacheLimits, Policy, Verifier};
 use super::{fetch, metrics, units};
 use crate::{settings, ConfigError, Flow, Hooks, Identity, Plugin, PluginCtx};
 
@@ -66,6 +66,10 @@ struct Settings {
     required_claims: Vec<String>,
     #[serde(default = "default_max_token_size", deserialize_with = "units::size")]
     max_token_size: usize,
+    #[serde(default = "default_cache_ttl", deserialize_with = "units::duration")]
+    cache_ttl: Duration,
+    #[serde(default = "default_cache_size")]
+    cache_size: u64,
     #[serde(default)]
     from: Source,
     #[serde(default)]
@@ -87,6 +91,12 @@ pub(super) fn default_timeout() -> Duration {
 }
 pub(super) fn default_leeway() -> Duration {
     Duration::from_secs(30)
+}
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_cache_size() -> u64 {
+    10_000
 }
 fn default_required_claims() -> Vec<String> {
     vec!["exp".into()]
@@ -169,6 +179,9 @@ pub fn build(value: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> 
         }
         None => None,
     };
+    if s.cache_size == 0 {
+        return Err(ConfigError::at("cache_size", "must be at least 1"));
+    }
     let source = s.from.or_header("authorization");
     source.validate("from")?;
     let policy = Policy {
@@ -178,6 +191,10 @@ pub fn build(value: &serde_json::Value) -> Result<Arc<dyn Plugin>, ConfigError> 
         required_claims: s.required_claims,
         leeway: s.leeway,
         max_token_size: s.max_token_size,
+        cache: (!s.cache_ttl.is_zero()).then_some(CacheLimits {
+            ttl: s.cache_ttl,
+            size: s.cache_size,
+        }),
     };
     Ok(Arc::new(Jwt {
         verifier: Verifier::new(policy, keys, jwks),
@@ -273,7 +290,7 @@ impl Plugin for Jwt {
                 .unwrap_or_default()
                 .to_string(),
             method: "jwt",
-            claims: Arc::new(claims),
+            claims,
         };
         super::admit::admit(
             identity,

@@ -3,13 +3,17 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use moka::future::Cache;
+use moka::Expiry;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::jwks::{Jwks, Key};
 
@@ -104,6 +108,40 @@ pub struct Policy {
     pub leeway: Duration,
     /// The longest token accepted, in bytes.
     pub max_token_size: usize,
+    /// Keep verified tokens this long and this many, if set.
+    pub cache: Option<CacheLimits>,
+}
+
+/// Bounds of a verified-token cache.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLimits {
+    /// The longest a verified token is reused without verifying it again.
+    pub ttl: Duration,
+    /// Tokens kept at most.
+    pub size: u64,
+}
+
+/// A verified token's claims, as cached.
+#[derive(Clone)]
+struct Verified {
+    claims: Arc<Claims>,
+    ttl: Duration,
+}
+
+/// Expires each cached token after its own TTL.
+struct VerifiedTtl;
+
+impl Expiry<[u8; 32], Verified> for VerifiedTtl {
+    fn expire_after_create(&self, _: &[u8; 32], v: &Verified, _: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// Verifies tokens against a [`Policy`] with inline keys and an optional JWKS.
@@ -111,6 +149,8 @@ pub struct Verifier {
     validations: Vec<(Algorithm, Validation)>,
     other_required: Vec<String>,
     max_token_size: usize,
+    leeway: Duration,
+    cache: Option<(Cache<[u8; 32], Verified>, Duration)>,
     keys: Vec<DecodingKey>,
     jwks: Option<Jwks>,
 }
@@ -151,16 +191,51 @@ impl Verifier {
                 .filter(|c| !SPEC_CLAIMS.contains(&c.as_str()))
                 .collect(),
             max_token_size: policy.max_token_size,
+            leeway: policy.leeway,
+            cache: policy.cache.map(|limits| {
+                let cache = Cache::builder()
+                    .max_capacity(limits.size)
+                    .expire_after(VerifiedTtl)
+                    .build();
+                (cache, limits.ttl)
+            }),
             keys,
             jwks,
         }
     }
 
-    /// Verifies `token` and returns its claims.
-    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    /// Verifies `token` and returns its claims. A token verified before is taken from the
+    /// cache while it is there (at most the cache TTL, never past its `exp` plus leeway).
+    pub async fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         if token.len() > self.max_token_size {
             return Err(TokenError::Oversize);
         }
+        let Some((cache, max_ttl)) = &self.cache else {
+            return self.verify_uncached(token).await.map(Arc::new);
+        };
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = cache.get(&key).await {
+            return Ok(hit.claims);
+        }
+        let claims = Arc::new(self.verify_uncached(token).await?);
+        let ttl = match claims.get("exp").and_then(Value::as_u64) {
+            Some(exp) => {
+                let until = exp.saturating_add(self.leeway.as_secs());
+                (*max_ttl).min(Duration::from_secs(until.saturating_sub(unix_now())))
+            }
+            None => *max_ttl,
+        };
+        if !ttl.is_zero() {
+            let verified = Verified {
+                claims: claims.clone(),
+                ttl,
+            };
+            cache.insert(key, verified).await;
+        }
+        Ok(claims)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| unparsed_header(token))?;
         if header.jwk.is_some()
             || header.jku.is_some()
@@ -270,6 +345,7 @@ mod tests {
             required_claims: vec!["exp".into(), "tenant".into()],
             leeway: Duration::from_secs(30),
             max_token_size: 8192,
+            cache: None,
         }
     }
 
@@ -323,6 +399,34 @@ mod tests {
         );
         // Within the leeway.
         assert!(v.verify(&with("exp", (now() - 10).into())).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_cached() {
+        let mut p = policy();
+        p.cache = Some(CacheLimits {
+            ttl: Duration::from_secs(60),
+            size: 10,
+        });
+        let v = Verifier::new(p, vec![DecodingKey::from_secret(SECRET)], None);
+        let token = sign(serde_json::json!({
+            "iss": "https://issuer", "aud": "api", "exp": now() + 60, "tenant": "t"
+        }));
+        let first = v.verify(&token).await.expect("valid");
+        let second = v.verify(&token).await.expect("valid");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "second verification came from the cache"
+        );
+        // Refusals are not cached; a changed token is a different entry.
+        let expired = sign(serde_json::json!({
+            "iss": "https://issuer", "aud": "api", "exp": now() - 120, "tenant": "t"
+        }));
+        assert_eq!(v.verify(&expired).await, Err(TokenError::Expired));
+        assert_eq!(v.verify(&expired).await, Err(TokenError::Expired));
+        let mut tampered = token.clone();
+        tampered.push('A');
+        assert!(v.verify(&tampered).await.is_err());
     }
 
     #[test]

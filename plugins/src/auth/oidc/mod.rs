@@ -256,6 +256,7 @@ impl Oidc {
                     required_claims: vec!["exp".into(), "sub".into(), "nonce".into()],
                     leeway: self.leeway,
                     max_token_size: MAX_ID_TOKEN,
+                    cache: None,
                 };
                 let timing = Timing {
                     refresh: Duration::from_secs(3600),
@@ -370,7 +371,7 @@ impl Oidc {
             return LocalResponse::text(401, "ID token refused: nonce mismatch").into_flow();
         }
         let session = Session {
-            claims: self.session_claims(claims),
+            claims: self.session_claims(Arc::unwrap_or_clone(claims)),
         };
         match self.cookies.set_session(&session) {
             Some(cookie) => redirect(&login.return_to, &[cookie, self.cookies.clear_login()]),
