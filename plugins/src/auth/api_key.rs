@@ -15,6 +15,7 @@ use super::extract::Source;
 use super::{challenge, metrics};
 use crate::{settings, ConfigError, Flow, Hooks, Identity, Plugin, PluginCtx};
 
+/// The `api_key` settings, documented in `docs/plugins/auth.md`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
@@ -25,6 +26,7 @@ struct Settings {
     realm: String,
 }
 
+/// One configured key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeySettings {

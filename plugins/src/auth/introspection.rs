@@ -22,6 +22,7 @@ use super::require::Require;
 use super::{fetch, jwt, metrics, units};
 use crate::{settings, ConfigError, Flow, Hooks, Identity, LocalResponse, Plugin, PluginCtx};
 
+/// The `introspection` settings, documented in `docs/plugins/auth.md`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {

@@ -27,13 +27,14 @@ const MIN_SECRET: usize = 32;
 /// One value or a list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub(super) enum OneOrMany {
+enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
-    pub(super) fn into_vec(self) -> Vec<String> {
+    /// The values.
+    fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
@@ -41,6 +42,7 @@ impl OneOrMany {
     }
 }
 
+/// The `jwt` settings, documented in `docs/plugins/auth.md`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {

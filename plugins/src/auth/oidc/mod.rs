@@ -45,6 +45,7 @@ const KEPT_CLAIMS: [&str; 6] = ["iss", "sub", "aud", "exp", "email", "name"];
 /// The largest claims JSON kept whole in the session cookie (browsers take 4 KiB cookies).
 const MAX_SESSION_CLAIMS: usize = 2048;
 
+/// The `oidc` settings, documented in `docs/plugins/auth.md`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
