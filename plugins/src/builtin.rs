@@ -13,6 +13,10 @@ impl Registry {
 
 /// Registers every built-in plugin under its config name.
 fn register_builtins(r: &mut Registry) {
+    r.register("jwt", crate::auth::jwt::build);
+    r.register("api_key", crate::auth::api_key::build);
+    r.register("introspection", crate::auth::introspection::build);
+    r.register("oidc", crate::auth::oidc::build);
     r.register("rate_limit", crate::rate_limit::build);
     r.register("cors", crate::cors::Cors::build);
     r.register("compression", crate::compression::Compression::build);

@@ -16,6 +16,7 @@
 //! # Per-request state
 //! [`PluginCtx`] is owned by the request: no locks on the hot path.
 
+pub mod auth;
 pub mod breaker;
 mod builtin;
 mod chain;

@@ -4,6 +4,11 @@
 mod harness;
 
 mod admin;
+mod auth_api_key;
+mod auth_idp;
+mod auth_introspection;
+mod auth_jwt;
+mod auth_oidc;
 mod balancing;
 mod breaker;
 mod embedded;

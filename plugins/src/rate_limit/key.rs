@@ -7,7 +7,7 @@ use pingora::http::RequestHeader;
 
 use crate::PluginCtx;
 
-/// Keys longer than this (after escaping) are replaced by their SHA-1, so the memory a key
+/// Keys longer than this (after escaping) are replaced by their SHA-256, so the memory a key
 /// takes and the Redis key length are bounded.
 const MAX_KEY_LEN: usize = 200;
 
@@ -87,8 +87,9 @@ pub fn build(parts: &[KeyPart], request: &RequestHeader, ctx: &PluginCtx) -> Str
         }
     }
     if key.len() > MAX_KEY_LEN {
-        let digest = sha1_smol::Sha1::from(key.as_bytes()).digest();
-        key = format!("sha1={digest}");
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        key = format!("sha256={}", hex::encode(digest));
     }
     key
 }
@@ -203,6 +204,6 @@ mod tests {
         );
         let long = "v".repeat(5000);
         let key = build(&p[..1], &request(&[("a", &long)]), &ctx());
-        assert!(key.starts_with("sha1=") && key.len() == 45, "{key}");
+        assert!(key.starts_with("sha256=") && key.len() == 71, "{key}");
     }
 }
