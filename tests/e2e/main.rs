@@ -14,6 +14,7 @@ mod breaker;
 mod embedded;
 mod health;
 mod httpfx;
+mod plugin_chain;
 mod protection;
 mod rate_limit;
 mod reload;
