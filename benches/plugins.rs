@@ -75,7 +75,8 @@ fn bench_chain(c: &mut Criterion) {
             "forward_claims": { "sub": "x-user-id" }
         }),
     );
-    let cases: [(&str, Vec<(&str, serde_json::Value)>, bool); 3] = [
+    type Case<'a> = (&'a str, Vec<(&'a str, serde_json::Value)>, bool);
+    let cases: [Case; 3] = [
         ("empty", vec![], false),
         ("rate_limit+breaker", vec![rate_limit.clone()], true),
         ("jwt+rate_limit+breaker", vec![jwt, rate_limit], true),

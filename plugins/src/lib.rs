@@ -29,6 +29,7 @@ mod plugin;
 pub mod rate_limit;
 mod registry;
 mod size_limit;
+pub mod units;
 
 pub use async_trait::async_trait;
 pub use chain::Chain;

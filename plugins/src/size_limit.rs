@@ -21,6 +21,7 @@ use prometheus::IntCounterVec;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use crate::units::parse_size;
 use crate::{settings, ConfigError, Flow, Hooks, LocalResponse, Plugin, PluginCtx};
 
 /// The request body limit a plugin set for this request (in [`PluginCtx::extensions`]). The
@@ -31,48 +32,6 @@ pub struct RequestBodyLimit(pub u64);
 /// A size in bytes, written like the rest of the config: `512`, `64KiB`, `10MiB`, `1KB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Size(pub(crate) u64);
-
-const SIZE_UNITS: [(&str, u64); 9] = [
-    ("B", 1),
-    ("KB", 1000),
-    ("MB", 1000 * 1000),
-    ("GB", 1000 * 1000 * 1000),
-    ("TB", 1000 * 1000 * 1000 * 1000),
-    ("KiB", 1 << 10),
-    ("MiB", 1 << 20),
-    ("GiB", 1 << 30),
-    ("TiB", 1 << 40),
-];
-
-/// Parses `512`, `64KiB`, `10MB` into bytes.
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let expected = "expected a number of bytes or a number and a unit like 64KiB";
-    if number.is_empty() {
-        return Err(format!("\"{s}\" is not a size; {expected}"));
-    }
-    let multiplier = if unit.is_empty() {
-        1
-    } else {
-        SIZE_UNITS
-            .iter()
-            .find(|(name, _)| *name == unit)
-            .map(|&(_, m)| m)
-            .ok_or_else(|| {
-                format!(
-                    "\"{s}\" has an unknown unit \"{unit}\"; expected one of B, KB, MB, GB, TB, \
-                     KiB, MiB, GiB, TiB"
-                )
-            })?
-    };
-    number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("\"{s}\" is too large"))
-}
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
@@ -235,17 +194,6 @@ impl Plugin for SizeLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_like_the_gateway() {
-        assert_eq!(parse_size("512"), Ok(512));
-        assert_eq!(parse_size("64KiB"), Ok(64 * 1024));
-        assert_eq!(parse_size("1KB"), Ok(1000));
-        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
-        assert!(parse_size("10 MiBs").unwrap_err().contains("unknown unit"));
-        assert!(parse_size("lots").unwrap_err().contains("not a size"));
-        assert!(parse_size("99999999TiB").unwrap_err().contains("too large"));
-    }
 
     #[test]
     fn settings_errors_name_the_field() {

@@ -13,7 +13,8 @@ pub mod load;
 pub mod model;
 mod routes;
 pub mod secrets;
-pub mod units;
+/// Human units, shared with the plugins' settings (one implementation).
+pub use plugins::units;
 mod upstreams;
 mod validate;
 mod yaml;

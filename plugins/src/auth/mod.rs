@@ -3,6 +3,7 @@
 //! plugins after it and refuses what it cannot admit with 401 (or 403) and a
 //! `WWW-Authenticate` challenge.
 
+use crate::units;
 mod admit;
 pub mod api_key;
 mod challenge;
@@ -16,5 +17,4 @@ pub mod jwt;
 mod metrics;
 pub mod oidc;
 mod require;
-mod units;
 mod verify;

@@ -366,7 +366,7 @@ mod tests {
             (
                 json!({ "limit": "1/s", "mode": "redis", "redis": { "url": "redis://a", "timeout": "50" } }),
                 "redis.timeout",
-                "not a duration",
+                "has no unit",
             ),
             (
                 json!({ "limit": "1/s", "mode": "redis", "redis": { "url": "redis://a", "fail": "maybe" } }),

@@ -1,56 +1,9 @@
-//! Parsing of the human units in the settings: durations (`50ms`) and rates (`100/s`).
+//! The rate of a limit (`100/s`): GCRA wants a per-request emission interval, so the shared
+//! [`crate::units`] parsers are wrapped in a [`Rate`] with the limits GCRA needs.
 
 use std::time::Duration;
 
-/// Duration units and their length in nanoseconds.
-const UNITS: [(&str, u128); 7] = [
-    ("ns", 1),
-    ("us", 1_000),
-    ("ms", 1_000_000),
-    ("s", 1_000_000_000),
-    ("m", 60_000_000_000),
-    ("h", 3_600_000_000_000),
-    ("d", 86_400_000_000_000),
-];
-
-/// Longest number accepted, so the arithmetic below cannot overflow.
-const MAX_DIGITS: usize = 20;
-
-/// Parses a duration: a non-negative number (decimals allowed) and a unit `ns`, `us`, `ms`,
-/// `s`, `m`, `h` or `d` (`50ms`, `1.5s`). The result must be a whole number of nanoseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let Some(&(_, unit_nanos)) = UNITS.iter().find(|(name, _)| *name == unit) else {
-        return Err(format!(
-            "\"{s}\" is not a duration; expected a number and a unit (ns, us, ms, s, m, h, d) like 50ms or 2s"
-        ));
-    };
-    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    let well_formed = !int.is_empty()
-        && int.len() + frac.len() <= MAX_DIGITS
-        && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
-        && !(number.contains('.') && frac.is_empty());
-    if !well_formed {
-        return Err(format!(
-            "\"{s}\" is not a number and a unit like 50ms or 2s"
-        ));
-    }
-    let digits: u128 = format!("{int}{frac}")
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a number"))?;
-    // At most MAX_DIGITS digits: the scale and the product fit in u128.
-    let scale = 10u128.pow(frac.len() as u32);
-    let scaled = digits * unit_nanos;
-    if !scaled.is_multiple_of(scale) {
-        return Err(format!("\"{s}\" is finer than one nanosecond"));
-    }
-    let nanos = u64::try_from(scaled / scale).map_err(|_| format!("\"{s}\" is too large"))?;
-    Ok(Duration::from_nanos(nanos))
-}
+pub use crate::units::parse_duration;
 
 /// A request rate: `count` requests per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,28 +56,6 @@ pub fn parse_rate(s: &str) -> Result<Rate, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("50ms"), Ok(Duration::from_millis(50)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
-        for bad in [
-            "",
-            "10",
-            "ms",
-            "1.ms",
-            ".5s",
-            "1.2.3s",
-            "5 fortnights",
-            "-1s",
-            "0.5ns",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
-        }
-        assert!(parse_duration("99999999999999999999d").is_err());
-    }
 
     #[test]
     fn rates() {

@@ -2,9 +2,13 @@
 //! (`100/s`) and percentages (`20%`).
 //!
 //! Every parser is overflow-safe: a value that does not fit is refused with a message, never
-//! wrapped or saturated.
+//! wrapped or saturated. The gateway's config and every plugin's settings use these parsers, so
+//! a unit means the same everywhere; [`duration`] and [`size`] are the serde adapters for plugin
+//! settings.
 
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
 
 /// Longest numeric part accepted by the parsers (keeps all arithmetic small and bounded).
 const MAX_NUMBER_LEN: usize = 24;
@@ -196,6 +200,31 @@ pub fn parse_percent(s: &str) -> Result<u8, String> {
         Ok(p) if p <= 100 => Ok(p),
         _ => Err(format!("\"{s}\" is above 100%")),
     }
+}
+
+/// Serde `deserialize_with` for a duration written with a unit (`30s`).
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Serde `deserialize_with` for a size: a bare integer (bytes) or a string with a unit (`8KiB`).
+pub fn size<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    let bytes = match Size::deserialize(d)? {
+        Size::Bytes(n) => n,
+        Size::Text(s) => parse_size(&s).map_err(serde::de::Error::custom)?,
+    };
+    T::try_from(bytes).map_err(|_| serde::de::Error::custom(format!("{bytes} bytes is too large")))
 }
 
 #[cfg(test)]
