@@ -141,7 +141,10 @@ impl TierGuard {
     /// Checks the incoming hop headers (each a comma-separated list of tier names; repeated
     /// headers concatenate): refused with [`LOOP_DETECTED`] when our name is listed or when
     /// more than `max_hops` tiers are.
-    pub fn check<'a>(&self, hop_headers: impl IntoIterator<Item = &'a str>) -> Result<(), LoopError> {
+    pub fn check<'a>(
+        &self,
+        hop_headers: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), LoopError> {
         let mut hops = 0;
         for name in hop_headers
             .into_iter()

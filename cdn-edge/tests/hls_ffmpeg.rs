@@ -14,7 +14,12 @@ fn ffmpeg(dir: &Path, extra: &[&str], out: &str) {
     let status = Command::new("ffmpeg")
         .current_dir(dir)
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc=duration=6:size=320x240:rate=25"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=6:size=320x240:rate=25",
+        ])
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
         .args(["-sc_threshold", "0", "-f", "hls", "-hls_time", "1"])
         .args(extra)

@@ -120,7 +120,10 @@ fn byte_range_playlist() {
 
 #[test]
 fn malformed_playlists_are_clear_errors() {
-    assert_eq!(parse(b"<html>nope</html>"), Err(PlaylistError::NotAPlaylist));
+    assert_eq!(
+        parse(b"<html>nope</html>"),
+        Err(PlaylistError::NotAPlaylist)
+    );
     assert_eq!(parse(b""), Err(PlaylistError::NotAPlaylist));
     assert_eq!(parse(b"#EXTM3U\n\xff\xfe"), Err(PlaylistError::NotUtf8));
     assert_eq!(

@@ -76,7 +76,11 @@ async fn answer(req: Request<Incoming>, seen: &Seen, gate: &Semaphore) -> Respon
     seen.markers.lock().push(header(PREFETCH_HEADER));
     drop(gate.acquire().await.unwrap());
     seen.in_flight.fetch_sub(1, Ordering::SeqCst);
-    let status = if path.starts_with("/missing") { 404 } else { 200 };
+    let status = if path.starts_with("/missing") {
+        404
+    } else {
+        200
+    };
     Response::builder()
         .status(status)
         .body(Full::new(Bytes::from(vec![b'x'; 1000])))

@@ -162,7 +162,12 @@ mod tests {
         ] {
             assert_eq!(classify(p, None), Kind::Segment, "{p}");
         }
-        for p in ["/a/init.mp4", "/a/video.init", "/a/init_0.m4s", "/a/v-init.mp4"] {
+        for p in [
+            "/a/init.mp4",
+            "/a/video.init",
+            "/a/init_0.m4s",
+            "/a/v-init.mp4",
+        ] {
             assert_eq!(classify(p, None), Kind::InitSegment, "{p}");
         }
         assert_eq!(classify("/index.html", None), Kind::Other);

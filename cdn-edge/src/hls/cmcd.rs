@@ -77,10 +77,7 @@ mod tests {
     #[test]
     fn nor_from_query_and_header() {
         let q = "a=1&CMCD=bl%3D21300%2Cnor%3D%22..%252Fseg2.m4s%22%2Csid%3D%226e2f%22";
-        assert_eq!(
-            next_object_request(q, None).as_deref(),
-            Some("../seg2.m4s")
-        );
+        assert_eq!(next_object_request(q, None).as_deref(), Some("../seg2.m4s"));
         let h = r#"bl=21300,nor="seg%203.ts",nrr="12323-48763",su"#;
         assert_eq!(
             next_object_request("", Some(h)).as_deref(),

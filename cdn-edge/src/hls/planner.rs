@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use percent_encoding::percent_decode_str;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use url::Url;
@@ -49,10 +50,14 @@ pub fn plan(playlist: &MediaPlaylist, playlist_url: &Url, after: After<'_>, n: u
             (&segments[start..], None)
         }
         After::Segment(requested) => {
+            // Compare file names first: resolving every URI of a long playlist is slow.
+            let name = last_component(requested.path());
             let found = segments.iter().position(|s| {
-                playlist_url
-                    .join(&s.uri)
-                    .is_ok_and(|u| same_object(&u, requested))
+                let uri_path = s.uri.split(['?', '#']).next().unwrap_or_default();
+                same_name(last_component(uri_path), name)
+                    && playlist_url
+                        .join(&s.uri)
+                        .is_ok_and(|u| same_object(&u, requested))
             });
             match found {
                 Some(i) => (&segments[i + 1..], segments[i].init_uri.as_deref()),
@@ -94,7 +99,6 @@ impl Plan {
             self.urls.push(url);
         }
     }
-
 }
 
 /// Index of the first of the last segments a live player starts with: the playlist end
@@ -120,6 +124,16 @@ fn resolve(base: &Url, uri: &str) -> Option<Url> {
         && url.host_str() == base.host_str()
         && url.port_or_known_default() == base.port_or_known_default();
     (same_origin && matches!(url.scheme(), "http" | "https")).then_some(url)
+}
+
+fn last_component(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Whether two path components name the same file once percent-decoded (a URI as written
+/// may carry characters that [`Url`] encodes).
+fn same_name(a: &str, b: &str) -> bool {
+    a == b || percent_decode_str(a).eq(percent_decode_str(b))
 }
 
 fn same_object(a: &Url, b: &Url) -> bool {
@@ -284,11 +298,19 @@ mod tests {
             ]
         );
         assert_eq!(plan_.skipped_foreign, 1);
+        let spaced = playlist(vec![seg("a b.ts", None), seg("c.ts", None)], true);
+        let encoded = url("http://cdn.test/v/a/a%20b.ts");
+        assert_eq!(
+            strs(&plan(&spaced, &base, After::Segment(&encoded), 1)),
+            ["http://cdn.test/v/a/c.ts"]
+        );
         let last = url("http://cdn.test/v/a/s5.ts");
         assert!(plan(&p, &base, After::Segment(&last), 4).urls.is_empty());
         let unknown = url("http://cdn.test/v/a/zz.ts");
         assert!(plan(&p, &base, After::Segment(&unknown), 4).urls.is_empty());
-        assert!(plan(&p, &base, After::Segment(&requested), 0).urls.is_empty());
+        assert!(plan(&p, &base, After::Segment(&requested), 0)
+            .urls
+            .is_empty());
     }
 
     #[test]
