@@ -8,6 +8,7 @@ use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 use url::Url;
 
+use super::classify::Kind;
 use super::playlist::{MediaPlaylist, Segment};
 
 /// What was just requested.
@@ -53,7 +54,7 @@ pub fn plan(playlist: &MediaPlaylist, playlist_url: &Url, after: After<'_>, n: u
             // Compare file names first: resolving every URI of a long playlist is slow.
             let name = last_component(requested.path());
             let found = segments.iter().position(|s| {
-                let uri_path = s.uri.split(['?', '#']).next().unwrap_or_default();
+                let uri_path = strip_query(&s.uri);
                 same_name(last_component(uri_path), name)
                     && playlist_url
                         .join(&s.uri)
@@ -126,6 +127,12 @@ fn resolve(base: &Url, uri: &str) -> Option<Url> {
     (same_origin && matches!(url.scheme(), "http" | "https")).then_some(url)
 }
 
+/// `uri` without its query and fragment (single-byte searches: this runs per segment).
+fn strip_query(uri: &str) -> &str {
+    let uri = uri.find('#').map_or(uri, |i| &uri[..i]);
+    uri.find('?').map_or(uri, |i| &uri[..i])
+}
+
 fn last_component(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
@@ -133,7 +140,8 @@ fn last_component(path: &str) -> &str {
 /// Whether two path components name the same file once percent-decoded (a URI as written
 /// may carry characters that [`Url`] encodes).
 fn same_name(a: &str, b: &str) -> bool {
-    a == b || percent_decode_str(a).eq(percent_decode_str(b))
+    a == b
+        || ((a.contains('%') || b.contains('%')) && percent_decode_str(a).eq(percent_decode_str(b)))
 }
 
 fn same_object(a: &Url, b: &Url) -> bool {
@@ -150,6 +158,13 @@ fn segment_key(url: &Url) -> String {
         url.port_or_known_default().unwrap_or_default(),
         url.path()
     )
+}
+
+/// A segment or init segment of a remembered playlist.
+#[derive(Clone)]
+struct Member {
+    playlist: Arc<Url>,
+    kind: Kind,
 }
 
 /// A remembered media playlist.
@@ -169,11 +184,13 @@ impl Weighter<String, Remembered> for BySegments {
     }
 }
 
-/// Remembers which media playlist each segment belongs to, so a segment request can plan
-/// the segments after it. Bounded: at most `segments` segment entries and playlists
-/// totalling at most `segments` segments, least recently used evicted first.
+/// Remembers which media playlist each segment and init segment belongs to, so a segment
+/// request can plan the segments after it (and an `#EXT-X-MAP` URI is known as an init
+/// segment). Bounded: about `segments` member entries and remembered playlists totalling at
+/// most `segments` segments; the cold entries are evicted first (quick_cache's
+/// CLOCK-Pro-style policy).
 pub struct PlaylistIndex {
-    segment_to_playlist: Cache<String, Arc<Url>>,
+    members: Cache<String, Member>,
     playlists: Cache<String, Remembered, BySegments>,
 }
 
@@ -182,7 +199,7 @@ impl PlaylistIndex {
     pub fn new(segments: usize) -> Self {
         let segments = segments.max(1);
         PlaylistIndex {
-            segment_to_playlist: Cache::new(segments),
+            members: Cache::new(segments),
             playlists: Cache::with_weighter(segments.min(1024), segments as u64, BySegments),
         }
     }
@@ -192,14 +209,37 @@ impl PlaylistIndex {
     /// from the origin (not on every hit).
     pub fn remember(&self, url: &Url, playlist: Arc<MediaPlaylist>) {
         let url = Arc::new(url.clone());
+        let mut last_init: Option<&str> = None;
         for segment in &playlist.segments {
-            if let Ok(segment_url) = url.join(&segment.uri) {
-                self.segment_to_playlist
-                    .insert(segment_key(&segment_url), Arc::clone(&url));
+            if let Some(init) = segment.init_uri.as_deref() {
+                if last_init != Some(init) {
+                    self.insert_member(&url, init, Kind::InitSegment);
+                    last_init = Some(init);
+                }
             }
+            self.insert_member(&url, &segment.uri, Kind::Segment);
         }
         self.playlists
             .insert(url.as_str().to_owned(), Remembered { url, playlist });
+    }
+
+    fn insert_member(&self, playlist: &Arc<Url>, uri: &str, kind: Kind) {
+        if let Ok(member) = playlist.join(uri) {
+            self.members.insert(
+                segment_key(&member),
+                Member {
+                    playlist: Arc::clone(playlist),
+                    kind,
+                },
+            );
+        }
+    }
+
+    /// What a remembered playlist says `url` is: [`Kind::InitSegment`] for an `#EXT-X-MAP`
+    /// URI (whatever its name), [`Kind::Segment`] for a segment; `None` when no remembered
+    /// playlist lists it (fall back to [`classify`](super::classify)).
+    pub fn kind(&self, url: &Url) -> Option<Kind> {
+        self.members.get(&segment_key(url)).map(|m| m.kind)
     }
 
     /// Plans up to `n` segments to prefetch after a request for `segment`. A player's CMCD
@@ -216,9 +256,9 @@ impl PlaylistIndex {
             _ => n,
         };
         let remembered = self
-            .segment_to_playlist
+            .members
             .get(&segment_key(segment))
-            .and_then(|url| self.playlists.get(url.as_str()));
+            .and_then(|m| self.playlists.get(m.playlist.as_str()));
         let mut plan = match &remembered {
             Some(r) => plan(&r.playlist, &r.url, After::Segment(segment), from_playlist),
             None => Plan::default(),
@@ -414,6 +454,14 @@ mod tests {
             ["http://e.test/other/2.ts"]
         );
         assert!(index.playlist(&base).is_some());
+        assert_eq!(index.kind(&s1), Some(Kind::Segment));
+        assert_eq!(index.kind(&unknown), None);
+        let fmp4 = playlist(vec![seg("1.m4s", Some("hdr.bin"))], true);
+        index.remember(&url("http://e.test/f/p.m3u8"), Arc::new(fmp4));
+        assert_eq!(
+            index.kind(&url("http://e.test/f/hdr.bin")),
+            Some(Kind::InitSegment)
+        );
     }
 
     #[test]
@@ -426,7 +474,7 @@ mod tests {
                 Arc::new(playlist(segs, true)),
             );
         }
-        assert!(index.segment_to_playlist.len() <= 60);
+        assert!(index.members.len() <= 60);
         assert!(index.playlists.weight() <= 50);
     }
 }
