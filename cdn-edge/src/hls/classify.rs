@@ -43,11 +43,11 @@ const SEGMENT_EXTENSIONS: [&str; 10] = [
 
 /// Classifies an object by its URL path (query excluded) and optional `Content-Type`.
 ///
-/// A playlist content type or a `.m3u8`/`.m3u` path is a playlist: a media playlist by
-/// default, a master playlist when the last path component is conventionally one
-/// (`master.m3u8`, `index.m3u8` is *not* assumed). Call [`classify_body`] when the body is
-/// available: parsing is authoritative. `init.mp4`, `*.init` and `init*.m4s`/`.mp4` are init
-/// segments; the segment extensions above are segments.
+/// A playlist content type or a `.m3u8`/`.m3u` path is a playlist: a master playlist when
+/// the file is conventionally named one (`master`, `main` or `multivariant`), a media
+/// playlist otherwise. Call [`classify_body`] when the body is available: it is
+/// authoritative. `*.init`, and segment extensions on names starting with `init` or
+/// containing `_init.`/`-init.`, are init segments; other segment extensions are segments.
 pub fn classify(path: &str, content_type: Option<&str>) -> Kind {
     let name = file_name(path);
     let ext = extension(name);

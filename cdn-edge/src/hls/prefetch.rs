@@ -22,13 +22,13 @@ pub struct PrefetchConfig {
     /// Each request keeps the path and query of the planned URL and sends its host and port
     /// as `Host`, so it takes the same route as a player's request would.
     pub base: Url,
-    /// Most URLs waiting to be fetched; more are dropped (and counted).
+    /// Most URLs waiting to be fetched (at least 1); more are dropped (and counted).
     pub queue: usize,
-    /// Most prefetch requests in flight at once.
+    /// Most prefetch requests in flight at once (at least 1).
     pub concurrency: usize,
     /// A URL is prefetched at most once within this window.
     pub dedup_window: Duration,
-    /// Most URLs remembered for deduplication; the oldest are forgotten first.
+    /// Most URLs remembered for deduplication (at least 1); the oldest are forgotten first.
     pub dedup_capacity: usize,
     /// Timeout of one prefetch request, body included.
     pub timeout: Duration,
