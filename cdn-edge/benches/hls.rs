@@ -96,6 +96,11 @@ fn planning(c: &mut Criterion) {
     c.bench_function("plan_next_3_of_1000", |b| {
         b.iter(|| hls::plan(&media, &base, After::Segment(black_box(&requested)), 3))
     });
+    let index = hls::PlaylistIndex::new(10_000);
+    index.remember(&base, std::sync::Arc::new(media));
+    c.bench_function("index_plan_after_segment_3_of_1000", |b| {
+        b.iter(|| index.plan_after_segment(black_box(&requested), None, 3))
+    });
 }
 
 criterion_group!(benches, parsing, key_query, planning);

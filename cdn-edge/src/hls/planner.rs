@@ -39,33 +39,55 @@ pub struct Plan {
 /// Plans up to `n` segment URLs of `playlist` (fetched from `playlist_url`) to prefetch
 /// after `after`. A requested segment that is not in the playlist plans nothing.
 pub fn plan(playlist: &MediaPlaylist, playlist_url: &Url, after: After<'_>, n: usize) -> Plan {
-    let mut plan = Plan::default();
-    if n == 0 {
-        return plan;
-    }
     let segments = &playlist.segments;
-    let (candidates, mut init_in_use): (&[Segment], Option<&str>) = match after {
-        After::Playlist if playlist.finished => (segments, None),
+    match after {
+        After::Playlist if playlist.finished => plan_from(segments, None, playlist_url, n),
         After::Playlist => {
             let start = live_join_index(segments, n);
-            (&segments[start..], None)
+            plan_from(&segments[start..], None, playlist_url, n)
         }
-        After::Segment(requested) => {
-            // Compare file names first: resolving every URI of a long playlist is slow.
-            let name = last_component(requested.path());
-            let found = segments.iter().position(|s| {
-                let uri_path = strip_query(&s.uri);
-                same_name(last_component(uri_path), name)
-                    && playlist_url
-                        .join(&s.uri)
-                        .is_ok_and(|u| same_object(&u, requested))
-            });
-            match found {
-                Some(i) => (&segments[i + 1..], segments[i].init_uri.as_deref()),
-                None => return plan,
-            }
-        }
-    };
+        After::Segment(requested) => match position(segments, playlist_url, requested) {
+            Some(i) => plan_after_index(segments, i, playlist_url, n),
+            None => Plan::default(),
+        },
+    }
+}
+
+/// Where `requested` is in `segments`.
+fn position(segments: &[Segment], playlist_url: &Url, requested: &Url) -> Option<usize> {
+    // Compare file names first: resolving every URI of a long playlist is slow.
+    let name = last_component(requested.path());
+    segments
+        .iter()
+        .position(|s| is_segment(s, name, playlist_url, requested))
+}
+
+fn is_segment(segment: &Segment, name: &str, playlist_url: &Url, requested: &Url) -> bool {
+    same_name(last_component(strip_query(&segment.uri)), name)
+        && playlist_url
+            .join(&segment.uri)
+            .is_ok_and(|u| same_object(&u, requested))
+}
+
+fn plan_after_index(segments: &[Segment], i: usize, playlist_url: &Url, n: usize) -> Plan {
+    let init_in_use = segments.get(i).and_then(|s| s.init_uri.as_deref());
+    plan_from(
+        segments.get(i + 1..).unwrap_or_default(),
+        init_in_use,
+        playlist_url,
+        n,
+    )
+}
+
+/// Plans up to `n` of `candidates`, each preceded by its init segment when it differs from
+/// `init_in_use`.
+fn plan_from<'a>(
+    candidates: &'a [Segment],
+    mut init_in_use: Option<&'a str>,
+    playlist_url: &Url,
+    n: usize,
+) -> Plan {
+    let mut plan = Plan::default();
     let mut planned = 0;
     for segment in candidates {
         if planned == n {
@@ -165,6 +187,9 @@ fn segment_key(url: &Url) -> String {
 struct Member {
     playlist: Arc<Url>,
     kind: Kind,
+    /// Media sequence number of a segment: finds it in a newer version of its playlist
+    /// without a search.
+    sequence: Option<u64>,
 }
 
 /// A remembered media playlist.
@@ -172,6 +197,27 @@ struct Member {
 struct Remembered {
     url: Arc<Url>,
     playlist: Arc<MediaPlaylist>,
+}
+
+impl Remembered {
+    /// Plans after `segment`, found by its media sequence number when that still points at
+    /// it, by a search otherwise.
+    fn plan_after(&self, segment: &Url, sequence: Option<u64>, n: usize) -> Plan {
+        let segments = &self.playlist.segments;
+        let name = last_component(segment.path());
+        let at_sequence = sequence
+            .and_then(|s| s.checked_sub(self.playlist.media_sequence))
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| {
+                segments
+                    .get(i)
+                    .is_some_and(|s| is_segment(s, name, &self.url, segment))
+            });
+        match at_sequence.or_else(|| position(segments, &self.url, segment)) {
+            Some(i) => plan_after_index(segments, i, &self.url, n),
+            None => Plan::default(),
+        }
+    }
 }
 
 /// Weighs a remembered playlist by its segment count (at least 1).
@@ -210,26 +256,27 @@ impl PlaylistIndex {
     pub fn remember(&self, url: &Url, playlist: Arc<MediaPlaylist>) {
         let url = Arc::new(url.clone());
         let mut last_init: Option<&str> = None;
-        for segment in &playlist.segments {
+        for (segment, sequence) in playlist.segments.iter().zip(playlist.media_sequence..) {
             if let Some(init) = segment.init_uri.as_deref() {
                 if last_init != Some(init) {
-                    self.insert_member(&url, init, Kind::InitSegment);
+                    self.insert_member(&url, init, Kind::InitSegment, None);
                     last_init = Some(init);
                 }
             }
-            self.insert_member(&url, &segment.uri, Kind::Segment);
+            self.insert_member(&url, &segment.uri, Kind::Segment, Some(sequence));
         }
         self.playlists
             .insert(url.as_str().to_owned(), Remembered { url, playlist });
     }
 
-    fn insert_member(&self, playlist: &Arc<Url>, uri: &str, kind: Kind) {
+    fn insert_member(&self, playlist: &Arc<Url>, uri: &str, kind: Kind, sequence: Option<u64>) {
         if let Ok(member) = playlist.join(uri) {
             self.members.insert(
                 segment_key(&member),
                 Member {
                     playlist: Arc::clone(playlist),
                     kind,
+                    sequence,
                 },
             );
         }
@@ -255,14 +302,12 @@ impl PlaylistIndex {
             Some(Some(_)) => n - 1,
             _ => n,
         };
-        let remembered = self
+        let mut plan = self
             .members
             .get(&segment_key(segment))
-            .and_then(|m| self.playlists.get(m.playlist.as_str()));
-        let mut plan = match &remembered {
-            Some(r) => plan(&r.playlist, &r.url, After::Segment(segment), from_playlist),
-            None => Plan::default(),
-        };
+            .and_then(|m| Some((self.playlists.get(m.playlist.as_str())?, m.sequence)))
+            .map(|(r, sequence)| r.plan_after(segment, sequence, from_playlist))
+            .unwrap_or_default();
         match hint {
             Some(Some(hint)) => {
                 plan.urls.retain(|u| u != &hint);
@@ -461,6 +506,42 @@ mod tests {
         assert_eq!(
             index.kind(&url("http://e.test/f/hdr.bin")),
             Some(Kind::InitSegment)
+        );
+    }
+
+    #[test]
+    fn index_follows_a_sliding_live_window() {
+        let index = PlaylistIndex::new(100);
+        let base = url("http://e.test/live/p.m3u8");
+        let window = |first: u64, media_sequence: u64| {
+            let mut p = playlist(
+                (first..first + 3)
+                    .map(|i| seg(&format!("{i}.ts"), None))
+                    .collect(),
+                false,
+            );
+            p.media_sequence = media_sequence;
+            Arc::new(p)
+        };
+        index.remember(&base, window(10, 10));
+        index.remember(&base, window(11, 11));
+        let s11 = url("http://e.test/live/11.ts");
+        assert_eq!(
+            strs(&index.plan_after_segment(&s11, None, 2)),
+            ["http://e.test/live/12.ts", "http://e.test/live/13.ts"]
+        );
+        // A renumbered playlist (sequence numbers no longer match): found by search.
+        index.remember(&base, window(11, 500));
+        let s10 = url("http://e.test/live/10.ts");
+        assert!(index.plan_after_segment(&s10, None, 2).urls.is_empty());
+        let fresh = index.playlist(&base).unwrap();
+        let stale = Remembered {
+            url: Arc::new(base.clone()),
+            playlist: fresh,
+        };
+        assert_eq!(
+            strs(&stale.plan_after(&s11, Some(11), 1)),
+            ["http://e.test/live/12.ts"]
         );
     }
 
