@@ -28,6 +28,7 @@ pub use playlist::{
     DEFAULT_MAX_PLAYLIST_BYTES, MAX_SEGMENTS,
 };
 pub use prefetch::{
-    Enqueued, PrefetchConfig, PrefetchStats, PrefetchStatsSnapshot, Prefetcher, PREFETCH_HEADER,
+    Enqueued, PrefetchConfig, PrefetchStats, PrefetchStatsSnapshot, Prefetcher, StartError,
+    PREFETCH_HEADER,
 };
 pub use rules::{HlsRules, MAX_PREFETCH};

@@ -2,6 +2,7 @@
 //! window, through the edge's own listener so the normal cache path fills.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,28 @@ impl PrefetchConfig {
         }
     }
 }
+
+/// Why [`Prefetcher::start`] failed.
+#[derive(Debug)]
+pub enum StartError {
+    /// Not called from within a tokio runtime.
+    NoRuntime,
+    /// The HTTP client could not be built.
+    Client(reqwest::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::NoRuntime => {
+                f.write_str("the prefetcher must start inside a tokio runtime")
+            }
+            StartError::Client(e) => write!(f, "cannot build the prefetch HTTP client: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
 
 /// What [`Prefetcher::enqueue`] did with a URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,14 +142,16 @@ impl Prefetcher {
     /// Starts the worker on the current tokio runtime.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built (no TLS backend available).
-    pub fn start(config: PrefetchConfig) -> Result<Self, reqwest::Error> {
+    /// When called outside a tokio runtime, or when the HTTP client cannot be built.
+    pub fn start(config: PrefetchConfig) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let concurrency = config.concurrency.max(1);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(concurrency)
             .timeout(config.timeout)
-            .build()?;
+            .build()
+            .map_err(StartError::Client)?;
         let (queue, jobs) = mpsc::channel(config.queue.max(1));
         let stats = Arc::new(PrefetchStats::default());
         let worker = Worker {
@@ -135,7 +160,7 @@ impl Prefetcher {
             slots: Arc::new(Semaphore::new(concurrency)),
             stats: Arc::clone(&stats),
         };
-        tokio::spawn(worker.run(jobs));
+        runtime.spawn(worker.run(jobs));
         Ok(Prefetcher {
             queue,
             recent: Arc::new(RecentUrls::new(config.dedup_window, config.dedup_capacity)),
@@ -292,6 +317,15 @@ impl RecentUrls {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_outside_a_runtime_is_an_error() {
+        let base = Url::parse("http://127.0.0.1:1").unwrap();
+        assert!(matches!(
+            Prefetcher::start(PrefetchConfig::new(base)),
+            Err(StartError::NoRuntime)
+        ));
+    }
 
     #[test]
     fn recent_urls_dedup_within_window_and_stay_bounded() {
