@@ -1,9 +1,15 @@
-//! Meridian CDN edge: cache storage for pingora-cache.
+//! Meridian CDN edge: cache storage and caching rules for pingora-cache.
 //!
-//! [`storage::TieredStorage`] is the [`pingora_cache::Storage`] the edge hands to
-//! pingora-cache: a byte-bounded memory tier (TinyUFO admission and eviction) in front of an
-//! optional byte-bounded disk tier that survives restarts and drops corrupt objects.
+//! * [`storage::TieredStorage`] is the [`pingora_cache::Storage`] the edge hands to
+//!   pingora-cache: a byte-bounded memory tier (TinyUFO admission and eviction) in front of an
+//!   optional byte-bounded disk tier that survives restarts and drops corrupt objects.
+//! * [`key`] builds cache keys (scheme, host, path, normalised query).
+//! * [`policy`] decides what is stored and for how long (RFC 9111, RFC 9213).
+//! * [`status`] renders `Cache-Status` (RFC 9211).
 
+pub mod key;
+pub mod policy;
+pub mod status;
 pub mod storage;
 
 pub use storage::{DiskConfig, StatsSnapshot, StorageConfig, StorageStats, TieredStorage};
