@@ -6,10 +6,12 @@
 //! * [`key`] builds cache keys (scheme, host, path, normalised query).
 //! * [`policy`] decides what is stored and for how long (RFC 9111, RFC 9213).
 //! * [`status`] renders `Cache-Status` (RFC 9211).
+//! * [`surrogate`] indexes `Surrogate-Key` response headers for purges by key.
 
 pub mod key;
 pub mod policy;
 pub mod status;
 pub mod storage;
+pub mod surrogate;
 
 pub use storage::{DiskConfig, StatsSnapshot, StorageConfig, StorageStats, TieredStorage};
