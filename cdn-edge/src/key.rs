@@ -68,7 +68,13 @@ fn param_name(pair: &str) -> &str {
 
 /// The cache key of a request: `scheme`, `host` (lower case, no port), `path` and the query
 /// normalised by `rule`.
-pub fn cache_key(scheme: &str, host: &str, path: &str, query: Option<&str>, rule: &QueryRule) -> CacheKey {
+pub fn cache_key(
+    scheme: &str,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    rule: &QueryRule,
+) -> CacheKey {
     let query = normalise_query(query, rule);
     let mut primary = Vec::with_capacity(scheme.len() + host.len() + path.len() + query.len() + 32);
     for part in [scheme, host, path, query.as_str()] {

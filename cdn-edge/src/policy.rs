@@ -88,7 +88,11 @@ pub fn decide(
             return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
         }
     }
-    if authorization && !cc.as_ref().is_some_and(|c| c.allow_caching_authorized_req()) {
+    if authorization
+        && !cc
+            .as_ref()
+            .is_some_and(|c| c.allow_caching_authorized_req())
+    {
         return uncacheable("authorization");
     }
     let Some(lifetime) = lifetime(resp, cc.as_ref(), policy, status, now) else {
@@ -198,28 +202,44 @@ mod tests {
     #[test]
     fn explicit_freshness() {
         let p = Policy::default();
-        assert_eq!(ttl(&resp(200, &[("cache-control", "max-age=60")]), &p), Some(60));
+        assert_eq!(
+            ttl(&resp(200, &[("cache-control", "max-age=60")]), &p),
+            Some(60)
+        );
         let both = resp(200, &[("cache-control", "max-age=60, s-maxage=120")]);
         assert_eq!(ttl(&both, &p), Some(120));
         let cdn = resp(
             200,
-            &[("cache-control", "max-age=60"), ("cdn-cache-control", "max-age=300")],
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "max-age=300"),
+            ],
         );
         assert_eq!(ttl(&cdn, &p), Some(300));
         let cdn_no = resp(
             200,
-            &[("cache-control", "max-age=60"), ("cdn-cache-control", "no-store")],
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "no-store"),
+            ],
         );
         assert_eq!(ttl(&cdn_no, &p), None);
         assert_eq!(ttl(&resp(200, &[("cache-control", "no-store")]), &p), None);
-        assert_eq!(ttl(&resp(200, &[("cache-control", "private, max-age=9")]), &p), None);
-        assert_eq!(ttl(&resp(200, &[("cache-control", "no-cache")]), &p), Some(0));
+        assert_eq!(
+            ttl(&resp(200, &[("cache-control", "private, max-age=9")]), &p),
+            None
+        );
+        assert_eq!(
+            ttl(&resp(200, &[("cache-control", "no-cache")]), &p),
+            Some(0)
+        );
     }
 
     #[test]
     fn age_is_subtracted() {
         let r = resp(200, &[("cache-control", "max-age=60"), ("age", "20")]);
-        let RespCacheable::Cacheable(meta) = decide(&r, false, &Policy::default(), SystemTime::now())
+        let RespCacheable::Cacheable(meta) =
+            decide(&r, false, &Policy::default(), SystemTime::now())
         else {
             panic!("not cacheable");
         };
@@ -245,15 +265,30 @@ mod tests {
         };
         assert_eq!(ttl(&resp(200, &[]), &with_default), Some(30));
         assert_eq!(ttl(&resp(206, &[("cache-control", "max-age=9")]), &p), None);
-        assert_eq!(ttl(&resp(200, &[("set-cookie", "a=b"), ("cache-control", "max-age=9")]), &p), None);
+        assert_eq!(
+            ttl(
+                &resp(
+                    200,
+                    &[("set-cookie", "a=b"), ("cache-control", "max-age=9")]
+                ),
+                &p
+            ),
+            None
+        );
     }
 
     #[test]
     fn authorization_needs_permission() {
         let p = Policy::default();
         let r = resp(200, &[("cache-control", "max-age=60")]);
-        assert!(matches!(decide(&r, true, &p, SystemTime::now()), RespCacheable::Uncacheable(_)));
+        assert!(matches!(
+            decide(&r, true, &p, SystemTime::now()),
+            RespCacheable::Uncacheable(_)
+        ));
         let r = resp(200, &[("cache-control", "public, max-age=60")]);
-        assert!(matches!(decide(&r, true, &p, SystemTime::now()), RespCacheable::Cacheable(_)));
+        assert!(matches!(
+            decide(&r, true, &p, SystemTime::now()),
+            RespCacheable::Cacheable(_)
+        ));
     }
 }

@@ -224,7 +224,10 @@ impl Plan {
                 plugins: Chain::new(chain),
                 metrics: metrics.route_handles(&r.name),
                 breaker: breakers.route(&r.name).cloned(),
-                cache: r.cache.as_ref().map(crate::proxy::cache::RouteCachePlan::new),
+                cache: r
+                    .cache
+                    .as_ref()
+                    .map(crate::proxy::cache::RouteCachePlan::new),
             });
         }
         let router = match router {

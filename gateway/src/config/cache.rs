@@ -63,7 +63,10 @@ fn read_disk(node: &Node, path: &str, errs: &mut Errors, base: &Path) -> Option<
 fn positive_size(node: &Node, path: &str, errs: &mut Errors) -> Option<u64> {
     let n = size(node, path, errs)?;
     if n == 0 {
-        errs.add(node.pos, format!("{path}: expected a size of at least 1 byte"));
+        errs.add(
+            node.pos,
+            format!("{path}: expected a size of at least 1 byte"),
+        );
         return None;
     }
     Some(n)
@@ -77,13 +80,15 @@ pub(crate) fn read_route_cache(node: &Node, path: &str, errs: &mut Errors) -> Op
             n,
             p,
             e,
-            &[("default", CacheProfile::Default), ("hls", CacheProfile::Hls)],
+            &[
+                ("default", CacheProfile::Default),
+                ("hls", CacheProfile::Hls),
+            ],
         )
     });
     let default_ttl = f.get("default_ttl", errs, duration);
     let negative_ttl = f.get_or("negative_ttl", Duration::from_secs(10), errs, duration);
-    let stale_while_revalidate =
-        f.get_or("stale_while_revalidate", Duration::ZERO, errs, duration);
+    let stale_while_revalidate = f.get_or("stale_while_revalidate", Duration::ZERO, errs, duration);
     let stale_if_error = f.get_or("stale_if_error", Duration::ZERO, errs, duration);
     let query = f.get_or("query", CacheQuery::All, errs, read_query);
     let vary = f.get_or("vary", Vec::new(), errs, |n, p, e| header_names(n, p, e));
@@ -133,7 +138,10 @@ fn read_query(node: &Node, path: &str, errs: &mut Errors) -> Option<CacheQuery> 
         (Some(a), None) => Some(CacheQuery::Allow(a)),
         (None, Some(d)) => Some(CacheQuery::Deny(d)),
         _ => {
-            errs.add(pos, format!("{path}: expected exactly one of allow or deny"));
+            errs.add(
+                pos,
+                format!("{path}: expected exactly one of allow or deny"),
+            );
             None
         }
     }
@@ -145,7 +153,10 @@ fn names(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
     if list.len() > MAX_NAMES {
         errs.add(
             node.pos,
-            format!("{path}: expected at most {MAX_NAMES} names, found {}", list.len()),
+            format!(
+                "{path}: expected at most {MAX_NAMES} names, found {}",
+                list.len()
+            ),
         );
         return None;
     }

@@ -94,9 +94,9 @@ pub fn install(config: &CacheStorage) -> std::io::Result<&'static EdgeCache> {
         bytes: d.size,
         max_object: d.max_object,
     });
-    let largest = disk
-        .as_ref()
-        .map_or(config.memory_max_object, |d| d.max_object.max(config.memory_max_object));
+    let largest = disk.as_ref().map_or(config.memory_max_object, |d| {
+        d.max_object.max(config.memory_max_object)
+    });
     let max_object = config.max_object.map_or(largest, |m| m.min(largest));
     let storage = TieredStorage::new(StorageConfig {
         memory_bytes,
@@ -160,7 +160,9 @@ impl RouteCachePlan {
     }
 
     fn varies_on(&self, name: &str) -> bool {
-        self.vary.iter().any(|v| v.as_str().eq_ignore_ascii_case(name))
+        self.vary
+            .iter()
+            .any(|v| v.as_str().eq_ignore_ascii_case(name))
     }
 }
 
@@ -228,7 +230,11 @@ pub fn key(req: &RequestHeader, host: &str, tls: bool, plan: Option<&RouteCacheP
 }
 
 /// `response_cache_filter`: whether the response is stored, and its meta.
-pub fn cacheable(req: &RequestHeader, resp: &ResponseHeader, state: &mut CacheState) -> RespCacheable {
+pub fn cacheable(
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+    state: &mut CacheState,
+) -> RespCacheable {
     let Some(plan) = state.plan.clone() else {
         return RespCacheable::Uncacheable(NoCacheReason::Custom("route not cached"));
     };
@@ -325,7 +331,10 @@ pub async fn finish_response(
     if state.invalidate && (200..400).contains(&resp.status.as_u16()) {
         let key = key(session.req_header(), host, tls, state.plan.as_deref());
         if let Err(e) = edge.storage.purge_key(&key.to_compact()).await {
-            log::warn!("cache invalidation after {} failed: {e}", session.req_header().method);
+            log::warn!(
+                "cache invalidation after {} failed: {e}",
+                session.req_header().method
+            );
         }
     }
     if status.stored {
@@ -334,7 +343,11 @@ pub async fn finish_response(
 }
 
 /// The `Cache-Status` of this response, from the cache phase and what the filters saw.
-fn cache_status(session: &Session, state: &CacheState, upstream_status: Option<u16>) -> CacheStatus {
+fn cache_status(
+    session: &Session,
+    state: &CacheState,
+    upstream_status: Option<u16>,
+) -> CacheStatus {
     let mut status = CacheStatus::default();
     if let Some(why) = state.bypass {
         status.forward = Some(Forward::Bypass);

@@ -328,13 +328,21 @@ impl ProxyHttp for MeridianProxy {
         }
     }
 
-    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    fn request_cache_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
         let plan = ctx.route_plan().and_then(|r| r.cache.clone());
         cache::enable(session, &mut ctx.cache, plan);
         Ok(())
     }
 
-    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> pingora::Result<CacheKey> {
+    fn cache_key_callback(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<CacheKey> {
         Ok(cache::key(
             session.req_header(),
             &ctx.host,
