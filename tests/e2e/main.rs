@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod balancing;
 mod breaker;
+mod cache;
 mod embedded;
 mod health;
 mod httpfx;
