@@ -406,9 +406,14 @@ fn cache_status(
             status.forward_status = Some(304);
             status.detail = state.not_stored.or(Some("not-stored"));
         }
+        // Forwarded, and the response was found not storable.
+        CachePhase::Disabled(_) if state.not_stored.is_some() => {
+            status.forward = Some(Forward::UriMiss);
+            status.detail = state.not_stored;
+        }
         CachePhase::Disabled(reason) => {
             status.forward = Some(Forward::Bypass);
-            status.detail = Some(state.not_stored.unwrap_or(reason.as_str()));
+            status.detail = Some(reason.as_str());
         }
         CachePhase::Bypass | CachePhase::Uninit | CachePhase::CacheKey => {
             status.forward = Some(Forward::Bypass);
