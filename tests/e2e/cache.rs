@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 
 use crate::harness::*;
 
+/// Response headers of a test case.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// A canned answer of the origin for one path.
 #[derive(Clone)]
 struct Canned {
@@ -247,7 +250,7 @@ async fn max_age_miss_hit_and_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rfc_directives_decide_what_is_stored() {
     let origin = Origin::start().await;
-    let cases: &[(&str, &[(&str, &str)], bool)] = &[
+    let cases: &[(&str, Headers, bool)] = &[
         (
             "/s-maxage",
             &[("cache-control", "max-age=0, s-maxage=60")],

@@ -91,7 +91,7 @@ pub(crate) fn read_route_cache(node: &Node, path: &str, errs: &mut Errors) -> Op
     let stale_while_revalidate = f.get_or("stale_while_revalidate", Duration::ZERO, errs, duration);
     let stale_if_error = f.get_or("stale_if_error", Duration::ZERO, errs, duration);
     let query = f.get_or("query", CacheQuery::All, errs, read_query);
-    let vary = f.get_or("vary", Vec::new(), errs, |n, p, e| header_names(n, p, e));
+    let vary = f.get_or("vary", Vec::new(), errs, header_names);
     let mut lock_pos = f.pos();
     let lock_timeout = f.get_or("lock_timeout", Duration::from_secs(5), errs, |n, p, e| {
         lock_pos = n.pos;
