@@ -6,9 +6,11 @@
 //! * [`key`] builds cache keys (scheme, host, path, normalised query).
 //! * [`policy`] decides what is stored and for how long (RFC 9111, RFC 9213).
 //! * [`status`] renders `Cache-Status` (RFC 9211).
+//! * [`metrics`] counts hits, misses, stale, bytes by source, storage fill.
 //! * [`surrogate`] indexes `Surrogate-Key` response headers for purges by key.
 
 pub mod key;
+pub mod metrics;
 pub mod policy;
 pub mod status;
 pub mod storage;

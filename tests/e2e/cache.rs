@@ -405,13 +405,30 @@ async fn vary_keeps_variants_apart() {
 async fn negative_responses_use_negative_ttl() {
     let origin = Origin::start().await;
     origin.set("/gone", canned(410, &[], "gone"));
-    let (_m, port) = start_edge(&origin, "{ negative_ttl: 30s }");
+    let (m, port) = start_edge(&origin, "{ negative_ttl: 30s }");
     let c = client();
     assert_eq!(get(&c, port, "/gone", &[]).await.0, 410);
     let (s, cs, _, _) = get(&c, port, "/gone", &[]).await;
     assert_eq!(s, 410);
     assert!(cs.contains("; hit; ttl="), "{cs}");
     assert_eq!(origin.hits("/gone"), 1);
+    let metrics = c
+        .get(format!("{}/metrics", m.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "meridian_cache_requests_total{result=\"hit\"} 1",
+        "meridian_cache_requests_total{result=\"miss\"} 1",
+        "meridian_cache_response_bytes_total{source=\"cache\"} 4",
+        "meridian_cache_response_bytes_total{source=\"origin\"} 4",
+        "meridian_cache_storage_objects{tier=\"memory\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

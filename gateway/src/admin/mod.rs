@@ -97,6 +97,7 @@ impl AdminApp {
     fn metrics(&self) -> String {
         let plan = self.state.plan.load();
         let m = Metrics::global();
+        crate::proxy::cache::observe_storage();
         for (name, pool) in plan.upstreams.iter() {
             let handles = m.upstream_handles(name);
             for t in pool.snapshot().targets {

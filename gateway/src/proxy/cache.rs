@@ -22,6 +22,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use cdn_edge::key::QueryRule;
+use cdn_edge::metrics::CacheMetrics;
 use cdn_edge::policy::Policy;
 use cdn_edge::status::{CacheStatus, Forward};
 use cdn_edge::surrogate::SurrogateIndex;
@@ -179,6 +180,8 @@ pub struct CacheState {
     pub not_stored: Option<&'static str>,
     /// An unsafe method: invalidate the URL when the response is a success.
     pub invalidate: bool,
+    /// The response body comes from the cache (hit, stale, revalidated), not the origin.
+    pub from_cache: bool,
 }
 
 /// `request_cache_filter`: enables the cache for GET/HEAD on a cached route.
@@ -293,6 +296,20 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
     builder.finalize()
 }
 
+/// Counts the body bytes of a cached route's response by where they came from.
+pub fn count_body(state: &CacheState, body: Option<&bytes::Bytes>) {
+    if let (Some(_), Some(b), Some(m)) = (&state.plan, body, CacheMetrics::global()) {
+        m.body_bytes(state.from_cache, b.len());
+    }
+}
+
+/// Copies the storage statistics into the cache metrics (before a scrape).
+pub fn observe_storage() {
+    if let (Some(edge), Some(m)) = (edge(), CacheMetrics::global()) {
+        m.observe_storage(&edge.storage.stats_snapshot());
+    }
+}
+
 /// `should_serve_stale`: on a cached route, stale is served wherever the object's own
 /// windows allow it (pingora checks `stale-while-revalidate` and `stale-if-error`).
 pub fn serve_stale(state: &CacheState) -> bool {
@@ -315,7 +332,7 @@ pub fn upstream_request(session: &Session, upstream_request: &mut RequestHeader)
 pub async fn finish_response(
     session: &Session,
     resp: &mut ResponseHeader,
-    state: &CacheState,
+    state: &mut CacheState,
     host: &str,
     tls: bool,
     upstream_status: Option<u16>,
@@ -324,6 +341,10 @@ pub async fn finish_response(
         return;
     }
     let status = cache_status(session, state, upstream_status);
+    state.from_cache = status.hit || matches!(session.cache.phase(), CachePhase::Revalidated);
+    if let Some(m) = CacheMetrics::global() {
+        m.record(&status);
+    }
     if let Ok(v) = http::HeaderValue::from_str(&status.render()) {
         let _ = resp.insert_header("cache-status", v);
     }

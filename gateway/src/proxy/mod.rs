@@ -485,7 +485,7 @@ impl ProxyHttp for MeridianProxy {
         cache::finish_response(
             session,
             upstream_response,
-            &ctx.cache,
+            &mut ctx.cache,
             &ctx.host,
             self.tls,
             ctx.upstream_status,
@@ -512,6 +512,7 @@ impl ProxyHttp for MeridianProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
+        cache::count_body(&ctx.cache, body.as_ref());
         if let Some(route) = ctx.route.and_then(|i| ctx.plan.routes.get(i)) {
             route
                 .plugins
