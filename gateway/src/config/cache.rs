@@ -179,3 +179,77 @@ fn header_names(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<String
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::{load_str, CacheProfile, CacheQuery};
+
+    const HEAD: &str = "listeners: [{ name: p, address: 127.0.0.1:8080 }]\nupstreams: { o: { targets: [127.0.0.1:1] } }\n";
+
+    fn route(cache: &str) -> String {
+        format!(
+            "{HEAD}routes:\n  - {{ match: {{ path_prefix: / }}, upstream: o, cache: {cache} }}\n"
+        )
+    }
+
+    #[test]
+    fn storage_and_route_cache_read_with_defaults() {
+        let text = format!(
+            "{}cache: {{ memory: 1MiB, disk: {{ path: /tmp/x, size: 2GiB }} }}\n",
+            route("{ profile: hls, query: { allow: [v] }, vary: [Accept-Language] }")
+        );
+        let cfg = load_str(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let storage = cfg.cache.expect("storage");
+        assert_eq!(storage.memory, 1 << 20);
+        assert_eq!(storage.memory_max_object, 1 << 20, "capped at memory");
+        let disk = storage.disk.expect("disk");
+        assert_eq!((disk.size, disk.max_object), (2 << 30, 1 << 30));
+        let rc = cfg.routes[0].cache.clone().expect("route cache");
+        assert_eq!(rc.profile, CacheProfile::Hls);
+        assert_eq!(rc.query, CacheQuery::Allow(vec!["v".into()]));
+        assert_eq!(rc.vary, vec!["accept-language".to_string()]);
+        assert_eq!(rc.negative_ttl, Duration::from_secs(10));
+        assert_eq!(rc.lock_timeout, Duration::from_secs(5));
+        assert_eq!(rc.default_ttl, None);
+    }
+
+    #[test]
+    fn bad_cache_sections_are_explained() {
+        let cases = [
+            (route("{}"), "no top-level cache: section"),
+            (
+                format!("{}cache: {{ memory: 1KiB }}\n", route("{}")),
+                "cache.memory: expected at least 64KiB",
+            ),
+            (
+                format!(
+                    "{}cache: {{}}\n",
+                    route("{ query: { allow: [a], deny: [b] } }")
+                ),
+                "routes[0].cache.query: expected exactly one of allow or deny",
+            ),
+            (
+                format!("{}cache: {{}}\n", route("{ query: sorted }")),
+                "unknown value \"sorted\"; expected one of all, ignore",
+            ),
+            (
+                format!("{}cache: {{}}\n", route("{ vary: [\"bad header\"] }")),
+                "is not a valid header name",
+            ),
+            (
+                format!("{}cache: {{}}\n", route("{ lock_timeout: 5m }")),
+                "lock_timeout: expected at most 60s",
+            ),
+            (
+                format!("{}cache: {{ disk: {{ size: 1GiB }} }}\n", route("{}")),
+                "cache.disk: missing required key \"path\"",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = load_str(&text, "t.yaml").expect_err(want).to_string();
+            assert!(err.contains(want), "{want}\n  not in\n{err}");
+        }
+    }
+}
