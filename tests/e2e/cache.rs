@@ -482,7 +482,7 @@ async fn concurrent_misses_make_one_origin_request() {
         .timeout(Duration::from_secs(20))
         .build()
         .expect("client");
-    let n = 200;
+    let n = 1000;
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
         let c = c.clone();
