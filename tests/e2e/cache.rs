@@ -727,3 +727,54 @@ async fn disk_tier_survives_a_restart_and_drops_corrupt_objects() {
     assert_eq!(body.as_ref(), b"disk two");
     assert_eq!((origin.hits("/d1"), origin.hits("/d2")), (1, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversize_objects_are_served_but_not_stored() {
+    let origin = Origin::start().await;
+    let body = vec![b'z'; 10_000];
+    origin.set(
+        "/huge",
+        canned(200, &[("cache-control", "max-age=60")], body.clone()),
+    );
+    let (_m, port) = start_edge(&origin, "{ max_object: 1KiB }");
+    let c = client();
+    for _ in 0..2 {
+        let (s, cs, _, b) = get(&c, port, "/huge", &[]).await;
+        assert_eq!((s, b.len()), (200, body.len()), "{cs}");
+        assert!(cs.contains("fwd=") && !cs.contains("stored"), "{cs}");
+    }
+    assert_eq!(origin.hits("/huge"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_keeps_the_storage_and_warns_about_size_changes() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/r",
+        canned(200, &[("cache-control", "max-age=60")], "kept"),
+    );
+    let port = free_port();
+    let m = Meridian::start(&edge_config(port, &origin, "{ memory: 16MiB }", "{}"));
+    let c = client();
+    get(&c, port, "/r", &[]).await;
+    m.write_config(&edge_config(
+        port,
+        &origin,
+        "{ memory: 32MiB }",
+        "{ negative_ttl: 1s }",
+    ));
+    let resp = c
+        .post(format!("{}/admin/reload", m.admin))
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(resp.status(), 200);
+    // The file watcher may have reloaded first: the warning is in the log either way.
+    let warned = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&m.stderr).is_ok_and(|e| e.contains("cache storage changes"))
+    });
+    assert!(warned, "a storage change says it needs a restart");
+    let (_, cs, _, body) = get(&c, port, "/r", &[]).await;
+    assert!(cs.contains("; hit"), "storage kept across the reload: {cs}");
+    assert_eq!(body.as_ref(), b"kept");
+}
