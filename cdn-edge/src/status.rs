@@ -13,14 +13,11 @@ pub const CACHE_NAME: &str = "meridian";
 pub enum Forward {
     /// The cache was not used for this request (method, configuration).
     Bypass,
-    /// No object for this URL.
+    /// No stored object for this request (a missing `Vary` variant included: pingora-cache
+    /// does not tell the two apart).
     UriMiss,
-    /// An object for this URL, but not for this request's `Vary`-selected variant.
-    VaryMiss,
     /// The object was stale and was revalidated or refetched.
     Stale,
-    /// The request asked the cache to forward it (reported for completeness; unused).
-    Request,
 }
 
 impl Forward {
@@ -28,9 +25,7 @@ impl Forward {
         match self {
             Forward::Bypass => "bypass",
             Forward::UriMiss => "uri-miss",
-            Forward::VaryMiss => "vary-miss",
             Forward::Stale => "stale",
-            Forward::Request => "request",
         }
     }
 }

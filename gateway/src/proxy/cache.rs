@@ -69,8 +69,6 @@ pub struct EdgeCache {
     lock: &'static CacheKeyLockImpl,
     /// Surrogate keys → cache keys, for purges by key.
     pub surrogates: SurrogateIndex,
-    /// The storage section it was made from (a reload that changes it needs a restart).
-    pub config: CacheStorage,
     /// Largest object stored, over every tier.
     max_object: usize,
 }
@@ -110,7 +108,6 @@ pub fn install(config: &CacheStorage) -> std::io::Result<&'static EdgeCache> {
         storage,
         lock,
         surrogates: SurrogateIndex::default(),
-        config: config.clone(),
         max_object: usize::try_from(max_object).unwrap_or(usize::MAX),
     }))
 }
