@@ -778,3 +778,52 @@ async fn reload_keeps_the_storage_and_warns_about_size_changes() {
     assert!(cs.contains("; hit"), "storage kept across the reload: {cs}");
     assert_eq!(body.as_ref(), b"kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn age_and_heuristic_freshness() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/aged",
+        canned(
+            200,
+            &[("cache-control", "max-age=60"), ("age", "50")],
+            "aged",
+        ),
+    );
+    origin.set(
+        "/modified",
+        canned(
+            200,
+            &[("last-modified", "Sat, 01 Jan 2000 00:00:00 GMT")],
+            "m",
+        ),
+    );
+    let (_m, port) = start_edge(&origin, "{}");
+    let c = client();
+    get(&c, port, "/aged", &[]).await;
+    let (_, cs, age, _) = get(&c, port, "/aged", &[]).await;
+    let age: u64 = age.and_then(|a| a.parse().ok()).expect("Age on a hit");
+    assert!(age >= 50, "the origin's Age counts: {age}");
+    let ttl: i64 = cs
+        .rsplit("ttl=")
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("ttl");
+    assert!(ttl <= 10, "freshness left is max-age minus Age: {cs}");
+    // No Cache-Control, Last-Modified years ago: 10% of its age, capped at one day.
+    get(&c, port, "/modified", &[]).await;
+    let (_, cs, _, _) = get(&c, port, "/modified", &[]).await;
+    assert!(cs.contains("; hit; ttl=8639"), "{cs}");
+    // HEAD is answered from the same object.
+    let head = c
+        .head(format!("http://127.0.0.1:{port}/modified"))
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(head.status(), 200);
+    assert!(head.headers()["cache-status"]
+        .to_str()
+        .expect("ascii")
+        .contains("; hit"));
+    assert_eq!(origin.hits("/modified"), 1);
+}
