@@ -49,6 +49,7 @@ fn route(i: usize) -> Route {
         max_body: None,
         plugins: Vec::new(),
         circuit_breaker: None,
+        cache: None,
     }
 }
 

@@ -107,6 +107,10 @@ impl GatewayBuilder {
         let source = self.source();
         let telemetry = Telemetry::new(&self.config.telemetry)
             .map_err(|e| vec![format!("{source}: telemetry: {e}")])?;
+        if let Some(cache) = &self.config.cache {
+            crate::proxy::cache::install(cache)
+                .map_err(|e| vec![format!("{source}: cache: cannot open the storage: {e}")])?;
+        }
         let config = Arc::new(self.config);
         let plan = Plan::build(
             config.clone(),

@@ -77,6 +77,8 @@ pub struct RoutePlan {
     pub metrics: RouteMetrics,
     /// The route's circuit breaker, if configured.
     pub breaker: Option<Arc<Breaker>>,
+    /// The route's caching rules, when it has `cache:`.
+    pub cache: Option<Arc<crate::proxy::cache::RouteCachePlan>>,
 }
 
 impl RoutePlan {
@@ -222,6 +224,10 @@ impl Plan {
                 plugins: Chain::new(chain),
                 metrics: metrics.route_handles(&r.name),
                 breaker: breakers.route(&r.name).cloned(),
+                cache: r
+                    .cache
+                    .as_ref()
+                    .map(crate::proxy::cache::RouteCachePlan::new),
             });
         }
         let router = match router {

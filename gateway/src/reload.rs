@@ -107,6 +107,11 @@ impl GatewayState {
                     .to_string(),
             );
         }
+        if cfg.cache != old.config.cache {
+            warnings.push(
+                "cache storage changes (sizes, disk path) are applied by a restart".to_string(),
+            );
+        }
         if cfg.telemetry.otlp != old.config.telemetry.otlp {
             warnings.push("OTLP exporter changes are applied by a restart".to_string());
         }

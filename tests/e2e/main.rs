@@ -11,6 +11,7 @@ mod auth_jwt;
 mod auth_oidc;
 mod balancing;
 mod breaker;
+mod cache;
 mod embedded;
 mod health;
 mod httpfx;

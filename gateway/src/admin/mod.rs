@@ -11,6 +11,7 @@
 //! | `POST /admin/upstreams/NAME/breaker` | force an upstream's breaker: `{"state": "forced_open"}` |
 //! | `POST /admin/routes/NAME/breaker` | the same for a route's breaker |
 //! | `POST /admin/reload` | reload the config file (400 with the errors when invalid) |
+//! | `POST /admin/cache/purge` | purge cached objects: `{"url": …}` or `{"surrogate_key": …}`, `"soft": true` marks stale |
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use crate::reload::GatewayState;
 use crate::telemetry::Metrics;
 
 mod breaker;
+mod purge;
 
 /// The admin HTTP application.
 pub struct AdminApp {
@@ -95,6 +97,7 @@ impl AdminApp {
     fn metrics(&self) -> String {
         let plan = self.state.plan.load();
         let m = Metrics::global();
+        crate::proxy::cache::observe_storage();
         for (name, pool) in plan.upstreams.iter() {
             let handles = m.upstream_handles(name);
             for t in pool.snapshot().targets {
@@ -183,8 +186,19 @@ impl ServeHttp for AdminApp {
                     ),
                 }
             }
+            ("POST", "/admin/cache/purge") => {
+                let plan = self.state.plan.load_full();
+                match purge::purge(session, &plan).await {
+                    Ok(v) => json_reply(StatusCode::OK, &v),
+                    Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": [e] })),
+                }
+            }
             ("POST", p) if p.ends_with("/breaker") => self.force_breaker(session, p).await,
-            (_, "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload") => reply(
+            (
+                _,
+                "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload"
+                | "/admin/cache/purge",
+            ) => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 "method not allowed\n",

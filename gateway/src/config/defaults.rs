@@ -29,6 +29,7 @@ impl Default for Config {
             telemetry: Telemetry::default(),
             access: IpAccess::default(),
             plugins: Vec::new(),
+            cache: None,
         }
     }
 }
@@ -208,6 +209,7 @@ impl Route {
             max_body: None,
             plugins: Vec::new(),
             circuit_breaker: None,
+            cache: None,
         }
     }
 }

@@ -110,7 +110,25 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
     let telemetry = f.get_or("telemetry", Telemetry::default(), errs, read_telemetry);
     let access = f.get_or("access", IpAccess::default(), errs, read_access);
     let plugins = f.get_or("plugins", Vec::new(), errs, read_plugins);
+    let mut cache_pos = f.pos();
+    let cache_written = f.has("cache");
+    let cache = f.get("cache", errs, |n, p, e| {
+        cache_pos = n.pos;
+        super::cache::read_storage(n, p, e, base)
+    });
     f.finish(errs);
+    if !cache_written {
+        if let Some(route) = routes.iter().find(|r| r.cache.is_some()) {
+            errs.add(
+                cache_pos,
+                format!(
+                    "routes: route {} has cache: but there is no top-level cache: section \
+                     (expected cache: {{ memory: 256MiB }} at least)",
+                    route.name
+                ),
+            );
+        }
+    }
     let listeners = listeners.unwrap_or_default();
     if listeners
         .iter()
@@ -134,6 +152,7 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
         telemetry,
         access,
         plugins,
+        cache,
     })
 }
 

@@ -5,6 +5,7 @@
 //! and the syntax checks of [`validate`]. Every problem is collected as an [`error::ConfigError`].
 
 mod breaker;
+mod cache;
 mod defaults;
 mod env;
 mod error;

@@ -35,6 +35,8 @@ pub struct Config {
     pub access: IpAccess,
     /// The global plugin chain: runs on every route, before the route's own plugins.
     pub plugins: Vec<PluginSpec>,
+    /// The cache storage shared by every route with `cache:`; `None`: no cache.
+    pub cache: Option<CacheStorage>,
 }
 
 /// Process-wide settings.
@@ -335,6 +337,8 @@ pub struct Route {
     pub plugins: Vec<PluginSpec>,
     /// A circuit breaker over this route's requests.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Caching of this route's responses; `None`: not cached.
+    pub cache: Option<RouteCache>,
 }
 
 /// The match part of a route. Every present predicate must hold.
@@ -576,6 +580,14 @@ pub fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&super::units::format_duration(*d))
 }
 
+/// Serializes an optional duration in config syntax, or null.
+pub fn ser_opt_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// A circuit breaker (`upstreams.NAME.circuit_breaker`, `routes[].circuit_breaker`), with
 /// Resilience4j semantics; see `docs/plugins/circuit_breaker.md`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -642,4 +654,83 @@ pub struct StaticResponse {
     pub content_type: String,
     /// Extra headers, names in lower case.
     pub headers: Vec<(String, String)>,
+}
+
+/// The process's cache storage (top-level `cache:`). Created once at start; changing it
+/// takes a restart.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CacheStorage {
+    /// Bytes of the memory tier (default 256MiB).
+    pub memory: u64,
+    /// Largest object the memory tier admits (default 16MiB).
+    pub memory_max_object: u64,
+    /// The disk tier; `None`: memory only.
+    pub disk: Option<CacheDisk>,
+    /// Largest object stored at all, over every tier (default: the largest tier's limit).
+    pub max_object: Option<u64>,
+}
+
+/// The disk tier of the cache storage.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CacheDisk {
+    /// Directory of the object files (created if missing; one process per directory).
+    pub path: PathBuf,
+    /// Bytes of the disk tier (default 10GiB).
+    pub size: u64,
+    /// Largest object file (default 1GiB).
+    pub max_object: u64,
+}
+
+/// Caching on a route (`routes[].cache:`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RouteCache {
+    /// Which rules set apply (`default`, or `hls` for HLS playlists and segments).
+    pub profile: CacheProfile,
+    /// Lifetime of 2xx/3xx responses the origin gives no freshness (default none: heuristic).
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub default_ttl: Option<Duration>,
+    /// Lifetime of 404/405/410/414/501 responses the origin gives no freshness (default 10s).
+    #[serde(serialize_with = "ser_duration")]
+    pub negative_ttl: Duration,
+    /// `stale-while-revalidate` when the origin sends none (default 0s).
+    #[serde(serialize_with = "ser_duration")]
+    pub stale_while_revalidate: Duration,
+    /// `stale-if-error` when the origin sends none (default 0s).
+    #[serde(serialize_with = "ser_duration")]
+    pub stale_if_error: Duration,
+    /// Which query parameters are part of the key.
+    pub query: CacheQuery,
+    /// Request headers (lower case) a response may vary on; others in `Vary` are not stored.
+    pub vary: Vec<String>,
+    /// How long a request waits for another request's fill of the same object (default 5s).
+    #[serde(serialize_with = "ser_duration")]
+    pub lock_timeout: Duration,
+    /// Largest object this route stores (default: the storage's limit).
+    pub max_object: Option<u64>,
+}
+
+/// Rules sets of cached routes.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheProfile {
+    /// RFC 9111 with the route's defaults.
+    Default,
+    /// HLS: playlist and segment TTLs and LL-HLS query rules (from `cdn_edge::hls`); until
+    /// those land it behaves as `default`.
+    Hls,
+}
+
+/// Query parameters in the cache key.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheQuery {
+    /// All parameters, sorted (default).
+    #[default]
+    All,
+    /// Only these parameters.
+    Allow(Vec<String>),
+    /// All parameters but these.
+    Deny(Vec<String>),
+    /// No parameter.
+    Ignore,
 }

@@ -97,6 +97,7 @@ fn read_route(
     let circuit_breaker = f.get("circuit_breaker", errs, |n, p, e| {
         read_breaker(n, p, e, upstreams)
     });
+    let cache = f.get("cache", errs, super::cache::read_route_cache);
     let route_pos = f.pos();
     f.finish(errs);
 
@@ -135,6 +136,7 @@ fn read_route(
         max_body,
         plugins,
         circuit_breaker,
+        cache,
     };
     Some((route, name_pos))
 }

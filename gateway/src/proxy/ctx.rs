@@ -67,6 +67,8 @@ pub struct RequestCtx {
     pub route_permit: Option<Permit>,
     /// State for the plugin chain.
     pub plugins: PluginCtx,
+    /// What the cache did (cached routes only).
+    pub cache: super::cache::CacheState,
     /// Counts this request in the active-requests gauge while it lives.
     pub _active_gauge: crate::telemetry::ActiveGuard,
 }
@@ -102,6 +104,7 @@ impl RequestCtx {
             attempt_permit: None,
             route_permit: None,
             plugins: PluginCtx::default(),
+            cache: super::cache::CacheState::default(),
             _active_gauge: active_gauge,
         }
     }

@@ -11,8 +11,12 @@
 //!    a retry before anything is sent downstream.
 //! 6. `response_filter`: header rules, request id, plugin response hooks.
 //! 7. `logging`: metrics, access log, span end, plugin logging hooks.
+//!
+//! Routes with `cache:` also run pingora-cache's hooks, all in [`cache`]: enable, key,
+//! cacheability, variance, stale serving, and `Cache-Status` in `response_filter`.
 
 mod attempt;
+pub mod cache;
 mod ctx;
 pub mod forward;
 pub mod guard;
@@ -29,6 +33,8 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType};
+use pingora_cache::key::HashBinary;
+use pingora_cache::{CacheKey, CacheMeta, RespCacheable};
 
 pub use ctx::RequestCtx;
 
@@ -322,6 +328,56 @@ impl ProxyHttp for MeridianProxy {
         }
     }
 
+    fn request_cache_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let plan = ctx.route_plan().and_then(|r| r.cache.clone());
+        cache::enable(session, &mut ctx.cache, plan);
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<CacheKey> {
+        Ok(cache::key(
+            session.req_header(),
+            &ctx.host,
+            self.tls,
+            ctx.cache.plan.as_deref(),
+        ))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<RespCacheable> {
+        Ok(cache::cacheable(session.req_header(), resp, &mut ctx.cache))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        cache::variance(meta, req)
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        _error: Option<&Error>,
+    ) -> bool {
+        cache::serve_stale(&ctx.cache)
+    }
+
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -387,6 +443,7 @@ impl ProxyHttp for MeridianProxy {
             upstream_request.set_uri(uri);
         }
         forward::strip_request_hop_by_hop(upstream_request);
+        cache::upstream_request(session, upstream_request);
         forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(span) = &ctx.span {
@@ -425,6 +482,15 @@ impl ProxyHttp for MeridianProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        cache::finish_response(
+            session,
+            upstream_response,
+            &mut ctx.cache,
+            &ctx.host,
+            self.tls,
+            ctx.upstream_status,
+        )
+        .await;
         if self.draining.load(Ordering::Relaxed) && session.as_http1().is_some() {
             upstream_response.insert_header(http::header::CONNECTION, "close")?;
             session.set_keepalive(None);
@@ -446,6 +512,7 @@ impl ProxyHttp for MeridianProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
+        cache::count_body(&ctx.cache, body.as_ref());
         if let Some(route) = ctx.route.and_then(|i| ctx.plan.routes.get(i)) {
             route
                 .plugins

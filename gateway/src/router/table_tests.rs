@@ -28,6 +28,7 @@ pub(super) fn route(name: &str, hosts: &[&str], path: PathMatch) -> Route {
         max_body: None,
         plugins: Vec::new(),
         circuit_breaker: None,
+        cache: None,
     }
 }
 

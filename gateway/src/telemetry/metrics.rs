@@ -187,10 +187,14 @@ impl Metrics {
     }
 
     /// All metrics in the Prometheus text exposition format, version 0.0.4: the gateway's,
-    /// then the plugins' ([`plugins::metrics::registry`]).
+    /// then the plugins' ([`plugins::metrics::registry`]) and the cache's
+    /// ([`cdn_edge::metrics::CacheMetrics`]).
     pub fn render(&self) -> String {
         let mut families = self.registry.gather();
         families.extend(plugins::metrics::registry().gather());
+        if let Some(cache) = cdn_edge::metrics::CacheMetrics::global() {
+            families.extend(cache.gather());
+        }
         let mut out = String::new();
         if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
             log::error!("rendering metrics failed: {e}");

@@ -1,0 +1,191 @@
+//! Prometheus metrics of the cache, in their own registry (the gateway renders it with its
+//! own). Every label has a fixed, small set of values.
+//!
+//! * `meridian_cache_requests_total{result}`: `hit`, `miss`, `collapsed` (waited for another
+//!   request's fill), `stale` (served stale: while revalidating or on an origin error),
+//!   `revalidated` (304 from the origin), `expired` (refetched in full), `bypass`.
+//! * `meridian_cache_response_bytes_total{source}`: body bytes sent from `cache` or `origin`;
+//!   the origin offload ratio is `cache / (cache + origin)`.
+//! * `meridian_cache_storage_bytes{tier}`, `meridian_cache_storage_objects{tier}`: fill of the
+//!   `memory` and `disk` tiers; `meridian_cache_storage_evictions_total{tier}`,
+//!   `meridian_cache_corrupt_dropped_total`: from [`crate::StatsSnapshot`].
+
+use std::sync::OnceLock;
+
+use parking_lot::Mutex;
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::status::{CacheStatus, Forward};
+use crate::StatsSnapshot;
+
+/// The cache's metrics.
+pub struct CacheMetrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    bytes: IntCounterVec,
+    storage_bytes: IntGaugeVec,
+    storage_objects: IntGaugeVec,
+    evictions: IntCounterVec,
+    corrupt: IntCounter,
+    /// The storage counters last copied into `evictions` and `corrupt`.
+    last: Mutex<StatsSnapshot>,
+}
+
+impl CacheMetrics {
+    /// A fresh set of metrics in its own registry.
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "meridian_cache_requests_total",
+                "Requests on cached routes, by what the cache did.",
+            ),
+            &["result"],
+        )?;
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "meridian_cache_response_bytes_total",
+                "Response body bytes on cached routes, by where they came from.",
+            ),
+            &["source"],
+        )?;
+        let storage_bytes = IntGaugeVec::new(
+            Opts::new(
+                "meridian_cache_storage_bytes",
+                "Bytes held by a storage tier.",
+            ),
+            &["tier"],
+        )?;
+        let storage_objects = IntGaugeVec::new(
+            Opts::new(
+                "meridian_cache_storage_objects",
+                "Objects held by a storage tier.",
+            ),
+            &["tier"],
+        )?;
+        let evictions = IntCounterVec::new(
+            Opts::new(
+                "meridian_cache_storage_evictions_total",
+                "Objects a storage tier evicted to stay within its bound.",
+            ),
+            &["tier"],
+        )?;
+        let corrupt = IntCounter::new(
+            "meridian_cache_corrupt_dropped_total",
+            "Torn or corrupt disk objects found and removed.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(storage_bytes.clone()))?;
+        registry.register(Box::new(storage_objects.clone()))?;
+        registry.register(Box::new(evictions.clone()))?;
+        registry.register(Box::new(corrupt.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            bytes,
+            storage_bytes,
+            storage_objects,
+            evictions,
+            corrupt,
+            last: Mutex::new(StatsSnapshot::default()),
+        })
+    }
+
+    /// The process-wide cache metrics, created on first use (`None` only if the fixed
+    /// definitions above were invalid, which the unit test rules out).
+    pub fn global() -> Option<&'static CacheMetrics> {
+        static GLOBAL: OnceLock<Option<CacheMetrics>> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| match CacheMetrics::new() {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    log::error!("cache metrics unavailable: {e}");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Counts one response by its `Cache-Status`.
+    pub fn record(&self, status: &CacheStatus) {
+        self.requests.with_label_values(&[result(status)]).inc();
+    }
+
+    /// Counts `n` body bytes sent from the cache (`from_cache`) or from the origin.
+    pub fn body_bytes(&self, from_cache: bool, n: usize) {
+        let source = if from_cache { "cache" } else { "origin" };
+        self.bytes
+            .with_label_values(&[source])
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// Copies the storage's fill and counters (call before rendering).
+    pub fn observe_storage(&self, now: &StatsSnapshot) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.storage_bytes
+            .with_label_values(&["memory"])
+            .set(gauge(now.memory_bytes));
+        self.storage_bytes
+            .with_label_values(&["disk"])
+            .set(gauge(now.disk_bytes));
+        self.storage_objects
+            .with_label_values(&["memory"])
+            .set(gauge(now.memory_objects));
+        self.storage_objects
+            .with_label_values(&["disk"])
+            .set(gauge(now.disk_objects));
+        let mut last = self.last.lock();
+        self.evictions
+            .with_label_values(&["memory"])
+            .inc_by(now.memory_evictions.saturating_sub(last.memory_evictions));
+        self.evictions
+            .with_label_values(&["disk"])
+            .inc_by(now.disk_evictions.saturating_sub(last.disk_evictions));
+        self.corrupt
+            .inc_by(now.corrupt_dropped.saturating_sub(last.corrupt_dropped));
+        *last = *now;
+    }
+
+    /// The metric families, for rendering.
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+}
+
+/// The `result` label of a response.
+fn result(status: &CacheStatus) -> &'static str {
+    match (status.hit, status.forward) {
+        (true, None) => "hit",
+        (true, Some(_)) => "stale",
+        (false, _) if status.detail == Some("stale-while-revalidate") => "stale",
+        (false, Some(Forward::Stale)) if status.forward_status == Some(304) => "revalidated",
+        (false, Some(Forward::Stale)) => "expired",
+        (false, Some(Forward::Bypass)) => "bypass",
+        (false, _) if status.collapsed => "collapsed",
+        (false, _) => "miss",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_valid_and_results_bounded() {
+        let m = CacheMetrics::new().unwrap();
+        let hit = CacheStatus {
+            hit: true,
+            ..CacheStatus::default()
+        };
+        m.record(&hit);
+        m.body_bytes(true, 10);
+        m.observe_storage(&StatsSnapshot {
+            memory_evictions: 3,
+            ..StatsSnapshot::default()
+        });
+        let names: Vec<String> = m.gather().iter().map(|f| f.name().to_string()).collect();
+        assert!(names.contains(&"meridian_cache_requests_total".to_string()));
+        assert_eq!(result(&hit), "hit");
+    }
+}

@@ -1,0 +1,442 @@
+//! Caching on routes with `cache:`: the pingora-cache hooks of [`super::MeridianProxy`].
+//!
+//! One [`EdgeCache`] (storage and cache lock) exists per process, created by the builder from
+//! the top-level `cache:` section and kept across reloads. A route's [`RouteCachePlan`] says
+//! how its responses are keyed and stored. Per request:
+//!
+//! * `request_cache_filter` ([`enable`]): GET and HEAD on a cached route enable pingora-cache
+//!   with the shared storage and lock (so concurrent misses for one key make one origin
+//!   request); headers that would change the response without being keyed are removed
+//!   ([`UNKEYED_HEADERS`]); other methods bypass the cache and, when unsafe, invalidate the
+//!   URL after a successful response (RFC 9111 §4.4).
+//! * `cache_key_callback` ([`key`]): scheme, host, path, normalised query.
+//! * `response_cache_filter` ([`cacheable`]): [`cdn_edge::policy::decide`], after refusing
+//!   responses that vary on headers the route does not allow.
+//! * `cache_vary_filter` ([`variance`]): the stored response's `Vary` over the request.
+//! * `should_serve_stale` ([`serve_stale`]): within the object's stale-while-revalidate or
+//!   stale-if-error windows (pingora checks them), stale is served.
+//! * `response_filter` ([`finish_response`]): `Cache-Status`, unsafe-method invalidation and
+//!   the surrogate-key index.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use cdn_edge::key::QueryRule;
+use cdn_edge::metrics::CacheMetrics;
+use cdn_edge::policy::Policy;
+use cdn_edge::status::{CacheStatus, Forward};
+use cdn_edge::surrogate::SurrogateIndex;
+use cdn_edge::{DiskConfig, StorageConfig, TieredStorage};
+use http::header::HeaderName;
+use http::Method;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use pingora_cache::key::HashBinary;
+use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora_cache::{
+    CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason, RespCacheable,
+    VarianceBuilder,
+};
+
+use crate::config::{CacheProfile, CacheQuery, CacheStorage, RouteCache};
+
+/// Request headers that change what some origins answer but are not part of the key: they
+/// are removed from cacheable requests unless the route lists them in `vary`.
+pub const UNKEYED_HEADERS: &[&str] = &[
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-scheme",
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "forwarded",
+];
+
+/// Most `Vary` header names taken into a variance key.
+const MAX_VARY_NAMES: usize = 16;
+
+/// How long a fill may hold a cache lock before waiters stop trusting it.
+const LOCK_AGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The process's cache: storage, the lock that coalesces fills, the surrogate-key index.
+pub struct EdgeCache {
+    /// The tiered storage (memory, optional disk).
+    pub storage: &'static TieredStorage,
+    /// The cache lock shared by every cached route.
+    lock: &'static CacheKeyLockImpl,
+    /// Surrogate keys → cache keys, for purges by key.
+    pub surrogates: SurrogateIndex,
+    /// Largest object stored, over every tier.
+    max_object: usize,
+}
+
+static EDGE: OnceLock<EdgeCache> = OnceLock::new();
+
+/// The process's cache, when one was installed.
+pub fn edge() -> Option<&'static EdgeCache> {
+    EDGE.get()
+}
+
+/// Creates the process's cache from `config` (scans the disk tier: blocking). Called once,
+/// at start; later calls return the first cache.
+pub fn install(config: &CacheStorage) -> std::io::Result<&'static EdgeCache> {
+    if let Some(edge) = EDGE.get() {
+        return Ok(edge);
+    }
+    let memory_bytes = usize::try_from(config.memory).unwrap_or(usize::MAX);
+    let memory_max_object = usize::try_from(config.memory_max_object).unwrap_or(usize::MAX);
+    let disk = config.disk.as_ref().map(|d| DiskConfig {
+        path: d.path.clone(),
+        bytes: d.size,
+        max_object: d.max_object,
+    });
+    let largest = disk.as_ref().map_or(config.memory_max_object, |d| {
+        d.max_object.max(config.memory_max_object)
+    });
+    let max_object = config.max_object.map_or(largest, |m| m.min(largest));
+    let storage = TieredStorage::new(StorageConfig {
+        memory_bytes,
+        memory_max_object,
+        disk,
+    })?
+    .leak();
+    let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(LOCK_AGE_TIMEOUT));
+    Ok(EDGE.get_or_init(|| EdgeCache {
+        storage,
+        lock,
+        surrogates: SurrogateIndex::default(),
+        max_object: usize::try_from(max_object).unwrap_or(usize::MAX),
+    }))
+}
+
+/// A route's caching rules, compiled.
+#[derive(Debug)]
+pub struct RouteCachePlan {
+    /// The rules set (`hls` plugs in its TTL and key rules here when it lands).
+    pub profile: CacheProfile,
+    /// Defaults where the origin says nothing.
+    pub policy: Policy,
+    /// Query parameters in the key.
+    pub query: QueryRule,
+    /// Request headers a response may vary on.
+    pub vary: Vec<HeaderName>,
+    /// How long a request waits for another request's fill.
+    pub lock_timeout: Duration,
+    /// Largest object this route stores (`None`: the storage's limit).
+    pub max_object: Option<u64>,
+}
+
+impl RouteCachePlan {
+    /// Compiles a route's `cache:` section.
+    pub fn new(cfg: &RouteCache) -> Arc<Self> {
+        let query = match &cfg.query {
+            CacheQuery::All => QueryRule::All,
+            CacheQuery::Allow(names) => QueryRule::Allow(names.clone()),
+            CacheQuery::Deny(names) => QueryRule::Deny(names.clone()),
+            CacheQuery::Ignore => QueryRule::Ignore,
+        };
+        Arc::new(Self {
+            profile: cfg.profile,
+            policy: Policy {
+                default_ttl: cfg.default_ttl,
+                negative_ttl: cfg.negative_ttl,
+                stale_while_revalidate: cfg.stale_while_revalidate,
+                stale_if_error: cfg.stale_if_error,
+            },
+            query,
+            vary: cfg
+                .vary
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect(),
+            lock_timeout: cfg.lock_timeout,
+            max_object: cfg.max_object,
+        })
+    }
+
+    fn varies_on(&self, name: &str) -> bool {
+        self.vary
+            .iter()
+            .any(|v| v.as_str().eq_ignore_ascii_case(name))
+    }
+}
+
+/// What the cache did for one request, for `Cache-Status`, invalidation and metrics.
+#[derive(Default)]
+pub struct CacheState {
+    /// The route has `cache:`.
+    pub plan: Option<Arc<RouteCachePlan>>,
+    /// Why the cache was not used for this request.
+    pub bypass: Option<&'static str>,
+    /// The forwarded response was found storable.
+    pub stored: bool,
+    /// Why the forwarded response was not stored.
+    pub not_stored: Option<&'static str>,
+    /// An unsafe method: invalidate the URL when the response is a success.
+    pub invalidate: bool,
+    /// The response body comes from the cache (hit, stale, revalidated), not the origin.
+    pub from_cache: bool,
+}
+
+/// `request_cache_filter`: enables the cache for GET/HEAD on a cached route.
+pub fn enable(session: &mut Session, state: &mut CacheState, plan: Option<Arc<RouteCachePlan>>) {
+    let Some(plan) = plan else { return };
+    let method = session.req_header().method.clone();
+    let timeout = plan.lock_timeout;
+    let route_max = plan.max_object;
+    state.plan = Some(plan.clone());
+    let Some(edge) = edge() else {
+        state.bypass = Some("no-storage");
+        return;
+    };
+    if method != Method::GET && method != Method::HEAD {
+        state.bypass = Some("method");
+        state.invalidate = !matches!(method, Method::OPTIONS | Method::TRACE | Method::CONNECT);
+        return;
+    }
+    let req = session.req_header_mut();
+    for name in UNKEYED_HEADERS {
+        if !plan.varies_on(name) {
+            req.remove_header(*name);
+        }
+    }
+    let mut overrides = CacheOptionOverrides::default();
+    overrides.wait_timeout = Some(timeout);
+    session
+        .cache
+        .enable(edge.storage, None, None, Some(edge.lock), Some(overrides));
+    let max = route_max
+        .and_then(|m| usize::try_from(m).ok())
+        .map_or(edge.max_object, |m| m.min(edge.max_object));
+    session.cache.set_max_file_size_bytes(max);
+}
+
+/// The scheme of a listener, as keys and purge URLs spell it.
+pub fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// `cache_key_callback`: the key of a request on a cached route.
+pub fn key(req: &RequestHeader, host: &str, tls: bool, plan: Option<&RouteCachePlan>) -> CacheKey {
+    let rule = plan.map_or(&QueryRule::All, |p| &p.query);
+    cdn_edge::key::cache_key(scheme(tls), host, req.uri.path(), req.uri.query(), rule)
+}
+
+/// `response_cache_filter`: whether the response is stored, and its meta.
+pub fn cacheable(
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+    state: &mut CacheState,
+) -> RespCacheable {
+    let Some(plan) = state.plan.clone() else {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("route not cached"));
+    };
+    let vary_ok = resp
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("*").split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .all(|n| n != "*" && plan.varies_on(n));
+    if !vary_ok {
+        state.not_stored = Some("vary");
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("vary"));
+    }
+    let authorization = req.headers.contains_key(http::header::AUTHORIZATION);
+    let decision = cdn_edge::policy::decide(resp, authorization, &plan.policy, SystemTime::now());
+    match &decision {
+        RespCacheable::Cacheable(_) => state.stored = true,
+        RespCacheable::Uncacheable(reason) => {
+            state.not_stored = Some(match reason {
+                NoCacheReason::Custom(why) => why,
+                _ => "origin",
+            });
+        }
+    }
+    decision
+}
+
+/// `cache_vary_filter`: the variance of `req` under the stored response's `Vary`.
+pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = meta
+        .headers()
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .take(MAX_VARY_NAMES)
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let mut builder = VarianceBuilder::new();
+    for name in names {
+        let value = req
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .flat_map(|v| v.as_bytes().iter().copied().chain(*b","))
+            .collect::<Vec<u8>>();
+        builder.add_owned_name_value(name, value);
+    }
+    builder.finalize()
+}
+
+/// Counts the body bytes of a cached route's response by where they came from.
+pub fn count_body(state: &CacheState, body: Option<&bytes::Bytes>) {
+    if let (Some(_), Some(b), Some(m)) = (&state.plan, body, CacheMetrics::global()) {
+        m.body_bytes(state.from_cache, b.len());
+    }
+}
+
+/// Copies the storage statistics into the cache metrics (before a scrape).
+pub fn observe_storage() {
+    if let (Some(edge), Some(m)) = (edge(), CacheMetrics::global()) {
+        m.observe_storage(&edge.storage.stats_snapshot());
+    }
+}
+
+/// `should_serve_stale`: on a cached route, stale is served wherever the object's own
+/// windows allow it (pingora checks `stale-while-revalidate` and `stale-if-error`).
+pub fn serve_stale(state: &CacheState) -> bool {
+    state.plan.is_some()
+}
+
+/// Adjusts the request sent to the origin for a fill: HEAD becomes GET, `Range` and the
+/// client's preconditions are removed, and a stale object's validators are sent instead.
+pub fn upstream_request(session: &Session, upstream_request: &mut RequestHeader) {
+    if session.cache.enabled() {
+        pingora_cache::filters::upstream::request_filter(
+            upstream_request,
+            session.cache.maybe_cache_meta(),
+        );
+    }
+}
+
+/// `response_filter` on a cached route: `Cache-Status`, invalidation after a successful
+/// unsafe request, and the surrogate keys of a stored response.
+pub async fn finish_response(
+    session: &Session,
+    resp: &mut ResponseHeader,
+    state: &mut CacheState,
+    host: &str,
+    tls: bool,
+    upstream_status: Option<u16>,
+) {
+    if state.plan.is_none() {
+        return;
+    }
+    let status = cache_status(session, state, upstream_status);
+    state.from_cache = status.hit || matches!(session.cache.phase(), CachePhase::Revalidated);
+    if let Some(m) = CacheMetrics::global() {
+        m.record(&status);
+    }
+    if let Ok(v) = http::HeaderValue::from_str(&status.render()) {
+        let _ = resp.insert_header("cache-status", v);
+    }
+    let Some(edge) = edge() else { return };
+    if state.invalidate && (200..400).contains(&resp.status.as_u16()) {
+        let key = key(session.req_header(), host, tls, state.plan.as_deref());
+        if let Err(e) = edge.storage.purge_key(&key.to_compact()).await {
+            log::warn!(
+                "cache invalidation after {} failed: {e}",
+                session.req_header().method
+            );
+        }
+    }
+    if status.stored {
+        edge.surrogates.record(resp, session.cache.cache_key());
+    }
+}
+
+/// The `Cache-Status` of this response, from the cache phase and what the filters saw.
+fn cache_status(
+    session: &Session,
+    state: &CacheState,
+    upstream_status: Option<u16>,
+) -> CacheStatus {
+    let mut status = CacheStatus::default();
+    if let Some(why) = state.bypass {
+        status.forward = Some(Forward::Bypass);
+        status.detail = Some(why);
+        return status;
+    }
+    let ttl = || {
+        session.cache.maybe_cache_meta().map(|m| {
+            let now = SystemTime::now();
+            match m.fresh_until().duration_since(now) {
+                Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+            }
+        })
+    };
+    let collapsed = session.cache.lock_duration().is_some();
+    match session.cache.phase() {
+        CachePhase::Hit if collapsed => {
+            status.forward = Some(Forward::UriMiss);
+            status.collapsed = true;
+        }
+        CachePhase::Hit => {
+            status.hit = true;
+            status.ttl = ttl();
+        }
+        CachePhase::StaleUpdating => {
+            status.hit = true;
+            status.ttl = ttl();
+            status.detail = Some("stale-while-revalidate");
+        }
+        CachePhase::Stale => {
+            status.hit = true;
+            status.forward = Some(Forward::Stale);
+            status.forward_status = upstream_status;
+            status.ttl = ttl();
+            status.detail = Some("stale-if-error");
+        }
+        CachePhase::Miss => {
+            status.forward = Some(Forward::UriMiss);
+            status.stored = state.stored;
+            status.collapsed = collapsed;
+            status.detail = state.not_stored;
+        }
+        CachePhase::Expired => {
+            status.forward = Some(Forward::Stale);
+            status.stored = state.stored;
+            status.detail = state.not_stored;
+        }
+        CachePhase::Revalidated => {
+            status.forward = Some(Forward::Stale);
+            status.forward_status = Some(304);
+            status.ttl = ttl();
+        }
+        CachePhase::RevalidatedNoCache(_) => {
+            status.forward = Some(Forward::Stale);
+            status.forward_status = Some(304);
+            status.detail = state.not_stored.or(Some("not-stored"));
+        }
+        // Forwarded, and the response was found not storable.
+        CachePhase::Disabled(_) if state.not_stored.is_some() => {
+            status.forward = Some(Forward::UriMiss);
+            status.detail = state.not_stored;
+        }
+        CachePhase::Disabled(reason) => {
+            status.forward = Some(Forward::Bypass);
+            status.detail = Some(reason.as_str());
+        }
+        CachePhase::Bypass | CachePhase::Uninit | CachePhase::CacheKey => {
+            status.forward = Some(Forward::Bypass);
+            status.detail = state.not_stored;
+        }
+    }
+    status
+}
