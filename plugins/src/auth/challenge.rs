@@ -1,5 +1,6 @@
 //! Refusals with a `WWW-Authenticate` challenge (RFC 6750 §3 for bearer tokens).
 
+use super::extract::Source;
 use crate::LocalResponse;
 
 /// Why a bearer token was refused, as an RFC 6750 error code.
@@ -36,6 +37,14 @@ pub fn bearer(
         challenge.push_str(&format!(", scope=\"{}\"", quoted(scope)));
     }
     LocalResponse::text(status, description).with_header("www-authenticate", challenge)
+}
+
+/// The 401 for a bearer-token plugin (`plugin` names it in the metrics) when the request
+/// carries no token where `source` looks.
+pub fn missing_bearer(plugin: &'static str, realm: &str, source: &Source) -> LocalResponse {
+    super::metrics::decision(plugin, "missing");
+    let reason = format!("token required in {}", source.describe());
+    bearer(realm, BearerError::Missing, &reason, None)
 }
 
 /// A refusal of an API-key request: 401 with an `ApiKey` challenge naming where the key goes.

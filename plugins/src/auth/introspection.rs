@@ -195,10 +195,8 @@ impl Plugin for Introspection {
     ) -> pingora::Result<Flow> {
         let req = session.req_header();
         let Some(token) = self.source.find(&req.headers, req.uri.query()) else {
-            metrics::decision("introspection", "missing");
-            let reason = format!("token required in {}", self.source.describe());
             return Ok(
-                challenge::bearer(&self.realm, BearerError::Missing, &reason, None).into_flow(),
+                challenge::missing_bearer("introspection", &self.realm, &self.source).into_flow(),
             );
         };
         let invalid = |reason: &str| {

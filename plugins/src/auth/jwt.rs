@@ -265,11 +265,7 @@ impl Plugin for Jwt {
     ) -> pingora::Result<Flow> {
         let req = session.req_header();
         let Some(token) = self.source.find(&req.headers, req.uri.query()) else {
-            metrics::decision("jwt", "missing");
-            let reason = format!("token required in {}", self.source.describe());
-            return Ok(
-                challenge::bearer(&self.realm, BearerError::Missing, &reason, None).into_flow(),
-            );
+            return Ok(challenge::missing_bearer("jwt", &self.realm, &self.source).into_flow());
         };
         let claims = match self.verifier.verify(&token).await {
             Ok(claims) => claims,
