@@ -348,7 +348,7 @@ mod tests {
             ),
             (
                 "{ profile: hls, hls: { vod_ttl: 1d } }",
-                "routes[0].cache.hls: unknown key",
+                "routes[0].cache.hls.vod_ttl: unknown key; expected one of vod_playlist_ttl",
             ),
             (
                 "{ profile: hls, hls: { segment_ttl: 1 fortnight } }",
