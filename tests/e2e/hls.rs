@@ -196,7 +196,7 @@ async fn ffmpeg_plays_vod_through_the_edge_then_from_cache_with_prefetch() {
     assert!(dir.path().join("seg5.ts").exists(), "six 1 s segments");
     let origin = FileOrigin::start(dir.path().to_path_buf()).await;
     let port = free_port();
-    let _edge = Meridian::start(&hls_edge(port, &origin, "{ prefetch: 2 }"));
+    let edge = Meridian::start(&hls_edge(port, &origin, "{ prefetch: 2 }"));
     let c = client();
 
     // The playlist and segment 0 only: prefetch brings segments 1 and 2 from the origin
@@ -306,4 +306,12 @@ async fn live_playlist_fresh_for_half_its_target_and_ll_hls_directives_keyed() {
         "another msn, another key: {cs}"
     );
     assert_eq!(origin.hits("/live.m3u8"), before + 2);
+
+    // A malformed playlist is served as the origin sent it, with the first (minimum) TTL.
+    let garbage = "#EXTM3U\n#EXT-X-TARGETDURATION:banana\n\u{0}\u{7f}live0.ts\n";
+    write_file(dir.path(), "bad.m3u8", garbage);
+    let (status, cs, body) = get(&c, port, "/bad.m3u8").await;
+    assert_eq!((status, body.as_str()), (200, garbage));
+    assert!(cs.contains("stored"), "{cs}");
+    assert_eq!(get(&c, port, "/bad.m3u8").await.2, garbage);
 }
