@@ -246,6 +246,21 @@ async fn ffmpeg_plays_vod_through_the_edge_then_from_cache_with_prefetch() {
         after_first,
         "the replay reached the origin"
     );
+
+    let metrics = c
+        .get(format!("{}/metrics", edge.admin))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let fetched = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("meridian_cache_prefetch_total{result=\"fetched\"} "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("prefetch metric");
+    assert!(fetched >= 2, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
