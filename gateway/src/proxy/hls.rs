@@ -33,7 +33,7 @@ pub struct PlaylistFill {
 
 /// What the HLS profile does with a request path, when the route has it and the path is a
 /// playlist or segment.
-pub fn rules_for<'p>(plan: Option<&'p RouteCachePlan>, path: &str) -> Option<(&'p HlsRules, Kind)> {
+fn rules_for<'p>(plan: Option<&'p RouteCachePlan>, path: &str) -> Option<(&'p HlsRules, Kind)> {
     let rules = plan?.hls.as_ref()?;
     match classify(path, None) {
         Kind::Other => None,
@@ -74,10 +74,7 @@ pub fn freshness(
         .and_then(|v| v.to_str().ok());
     let kind = classify(req.uri.path(), content_type);
     let ttl = rules.ttl(kind, None)?;
-    Some((
-        ttl,
-        kind == Kind::MediaPlaylist || kind == Kind::MasterPlaylist,
-    ))
+    Some((ttl, kind.is_playlist()))
 }
 
 /// `meta` made fresh for `ttl` from its creation, keeping its stale windows.
