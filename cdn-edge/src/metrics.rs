@@ -9,12 +9,16 @@
 //! * `meridian_cache_storage_bytes{tier}`, `meridian_cache_storage_objects{tier}`: fill of the
 //!   `memory` and `disk` tiers; `meridian_cache_storage_evictions_total{tier}`,
 //!   `meridian_cache_corrupt_dropped_total`: from [`crate::StatsSnapshot`].
+//! * `meridian_cache_prefetch_total{result}`: HLS segment prefetches, `enqueued`, `dropped`
+//!   (queue full), `deduplicated`, `fetched`, `failed`; `meridian_cache_prefetch_bytes_total`:
+//!   body bytes they read. From [`crate::hls::PrefetchStatsSnapshot`].
 
 use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
+use crate::hls::PrefetchStatsSnapshot;
 use crate::status::{CacheStatus, Forward};
 use crate::StatsSnapshot;
 
@@ -29,6 +33,10 @@ pub struct CacheMetrics {
     corrupt: IntCounter,
     /// The storage counters last copied into `evictions` and `corrupt`.
     last: Mutex<StatsSnapshot>,
+    prefetch: IntCounterVec,
+    prefetch_bytes: IntCounter,
+    /// The prefetch counters last copied into `prefetch` and `prefetch_bytes`.
+    last_prefetch: Mutex<PrefetchStatsSnapshot>,
 }
 
 impl CacheMetrics {
@@ -76,6 +84,19 @@ impl CacheMetrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
+        let prefetch = IntCounterVec::new(
+            Opts::new(
+                "meridian_cache_prefetch_total",
+                "HLS segment prefetches, by outcome.",
+            ),
+            &["result"],
+        )?;
+        let prefetch_bytes = IntCounter::new(
+            "meridian_cache_prefetch_bytes_total",
+            "Body bytes read by HLS segment prefetches.",
+        )?;
+        registry.register(Box::new(prefetch.clone()))?;
+        registry.register(Box::new(prefetch_bytes.clone()))?;
         registry.register(Box::new(storage_bytes.clone()))?;
         registry.register(Box::new(storage_objects.clone()))?;
         registry.register(Box::new(evictions.clone()))?;
@@ -89,6 +110,9 @@ impl CacheMetrics {
             evictions,
             corrupt,
             last: Mutex::new(StatsSnapshot::default()),
+            prefetch,
+            prefetch_bytes,
+            last_prefetch: Mutex::new(PrefetchStatsSnapshot::default()),
         })
     }
 
@@ -147,6 +171,26 @@ impl CacheMetrics {
         *last = *now;
     }
 
+    /// Copies the prefetcher's counters (call before rendering).
+    pub fn observe_prefetch(&self, now: &PrefetchStatsSnapshot) {
+        let mut last = self.last_prefetch.lock();
+        let counts = [
+            ("enqueued", now.enqueued, last.enqueued),
+            ("dropped", now.dropped, last.dropped),
+            ("deduplicated", now.deduplicated, last.deduplicated),
+            ("fetched", now.fetched, last.fetched),
+            ("failed", now.failed, last.failed),
+        ];
+        for (label, now, before) in counts {
+            self.prefetch
+                .with_label_values(&[label])
+                .inc_by(now.saturating_sub(before));
+        }
+        self.prefetch_bytes
+            .inc_by(now.bytes.saturating_sub(last.bytes));
+        *last = *now;
+    }
+
     /// The metric families, for rendering.
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
         self.registry.gather()
@@ -184,6 +228,15 @@ mod tests {
             memory_evictions: 3,
             ..StatsSnapshot::default()
         });
+        m.observe_prefetch(&PrefetchStatsSnapshot {
+            fetched: 2,
+            ..PrefetchStatsSnapshot::default()
+        });
+        m.observe_prefetch(&PrefetchStatsSnapshot {
+            fetched: 5,
+            ..PrefetchStatsSnapshot::default()
+        });
+        assert_eq!(m.prefetch.with_label_values(&["fetched"]).get(), 5);
         let names: Vec<String> = m.gather().iter().map(|f| f.name().to_string()).collect();
         assert!(names.contains(&"meridian_cache_requests_total".to_string()));
         assert_eq!(result(&hit), "hit");

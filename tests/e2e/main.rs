@@ -14,6 +14,7 @@ mod breaker;
 mod cache;
 mod embedded;
 mod health;
+mod hls;
 mod httpfx;
 mod plugin_chain;
 mod protection;

@@ -4,7 +4,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::error::Errors;
-use super::fields::{choice, duration, list_of, non_empty, positive_duration, size, Fields};
+use cdn_edge::hls::{HlsRules, MAX_PREFETCH};
+
+use super::fields::{
+    choice, duration, list_of, non_empty, number, positive_duration, size, size_usize, Fields,
+};
 use super::model::{CacheDisk, CacheProfile, CacheQuery, CacheStorage, RouteCache};
 use super::yaml::Node;
 
@@ -12,6 +16,10 @@ use super::yaml::Node;
 const MAX_NAMES: usize = 64;
 /// Longest `lock_timeout`.
 const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest `hls.max_playlist_bytes`: playlists are parsed in memory on each fill.
+const MAX_PLAYLIST_BYTES: usize = 16 << 20;
+/// Longest HLS freshness setting.
+const MAX_HLS_TTL: Duration = Duration::from_secs(365 * 86_400);
 /// Smallest memory tier.
 const MIN_MEMORY: u64 = 64 * 1024;
 
@@ -98,7 +106,18 @@ pub(crate) fn read_route_cache(node: &Node, path: &str, errs: &mut Errors) -> Op
         positive_duration(n, p, e)
     });
     let max_object = f.get("max_object", errs, positive_size);
+    let mut hls_pos = None;
+    let hls = f
+        .get("hls", errs, |n, p, e| {
+            hls_pos = Some(n.pos);
+            read_hls(n, p, e)
+        })
+        .unwrap_or_default();
     f.finish(errs);
+    if let (Some(pos), CacheProfile::Default) = (hls_pos, profile) {
+        errs.add(pos, format!("{path}.hls: expected profile: hls with hls:"));
+        return None;
+    }
     if lock_timeout > MAX_LOCK_TIMEOUT {
         errs.add(
             lock_pos,
@@ -116,7 +135,86 @@ pub(crate) fn read_route_cache(node: &Node, path: &str, errs: &mut Errors) -> Op
         vary,
         lock_timeout,
         max_object,
+        hls,
     })
+}
+
+/// A route's `cache.hls:` section (the [`HlsRules`] fields; every one optional).
+fn read_hls(node: &Node, path: &str, errs: &mut Errors) -> Option<HlsRules> {
+    let d = HlsRules::default();
+    let mut f = Fields::open(node, path, errs)?;
+    let mut bounds = Vec::new();
+    let mut ttl = |f: &mut Fields, key: &'static str, default: Duration, errs: &mut Errors| {
+        f.get_or(key, default, errs, |n, p, e| {
+            let v = positive_duration(n, p, e)?;
+            bounds.push((n.pos, p.to_owned(), v));
+            Some(v)
+        })
+    };
+    let rules = HlsRules {
+        vod_playlist_ttl: ttl(&mut f, "vod_playlist_ttl", d.vod_playlist_ttl, errs),
+        master_playlist_ttl: ttl(&mut f, "master_playlist_ttl", d.master_playlist_ttl, errs),
+        live_playlist_min_ttl: ttl(
+            &mut f,
+            "live_playlist_min_ttl",
+            d.live_playlist_min_ttl,
+            errs,
+        ),
+        live_playlist_max_ttl: ttl(
+            &mut f,
+            "live_playlist_max_ttl",
+            d.live_playlist_max_ttl,
+            errs,
+        ),
+        segment_ttl: ttl(&mut f, "segment_ttl", d.segment_ttl, errs),
+        init_segment_ttl: ttl(&mut f, "init_segment_ttl", d.init_segment_ttl, errs),
+        blocking_reload_lock_timeout: ttl(
+            &mut f,
+            "blocking_reload_lock_timeout",
+            d.blocking_reload_lock_timeout,
+            errs,
+        ),
+        max_playlist_bytes: f.get_or(
+            "max_playlist_bytes",
+            d.max_playlist_bytes,
+            errs,
+            |n, p, e| {
+                let v = size_usize(n, p, e)?;
+                if v > MAX_PLAYLIST_BYTES {
+                    e.add(n.pos, format!("{p}: expected at most 16MiB"));
+                    return None;
+                }
+                Some(v)
+            },
+        ),
+        key_query_keep: f.get_or("key_query_keep", Vec::new(), errs, names),
+        prefetch: f.get_or("prefetch", d.prefetch, errs, |n, p, e| {
+            number(n, p, e, 0, MAX_PREFETCH as u64)
+        }),
+    };
+    let pos = f.pos();
+    f.finish(errs);
+    for (at, p, v) in bounds {
+        if v > MAX_HLS_TTL {
+            errs.add(at, format!("{p}: expected at most 365d"));
+            return None;
+        }
+    }
+    if rules.live_playlist_min_ttl > rules.live_playlist_max_ttl {
+        errs.add(
+            pos,
+            format!("{path}: expected live_playlist_min_ttl at most live_playlist_max_ttl"),
+        );
+        return None;
+    }
+    if rules.blocking_reload_lock_timeout > MAX_LOCK_TIMEOUT {
+        errs.add(
+            pos,
+            format!("{path}.blocking_reload_lock_timeout: expected at most 60s"),
+        );
+        return None;
+    }
+    Some(rules)
 }
 
 /// `query: all | ignore | { allow: [...] } | { deny: [...] }`.
@@ -213,6 +311,75 @@ mod tests {
         assert_eq!(rc.negative_ttl, Duration::from_secs(10));
         assert_eq!(rc.lock_timeout, Duration::from_secs(5));
         assert_eq!(rc.default_ttl, None);
+    }
+
+    #[test]
+    fn hls_rules_read_with_units_and_defaults() {
+        let text = format!(
+            "{}cache: {{}}\n",
+            route("{ profile: hls, hls: { vod_playlist_ttl: 2h, live_playlist_min_ttl: 250ms, max_playlist_bytes: 64KiB, key_query_keep: [token], prefetch: 4 } }")
+        );
+        let cfg = load_str(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let hls = cfg.routes[0].cache.clone().expect("route cache").hls;
+        assert_eq!(hls.vod_playlist_ttl, Duration::from_secs(7200));
+        assert_eq!(hls.live_playlist_min_ttl, Duration::from_millis(250));
+        assert_eq!(hls.max_playlist_bytes, 64 * 1024);
+        assert_eq!(hls.key_query_keep, vec!["token".to_string()]);
+        assert_eq!(hls.prefetch, 4);
+        assert_eq!(hls.segment_ttl, Duration::from_secs(86_400), "default kept");
+        let text = format!("{}cache: {{}}\n", route("{ profile: hls }"));
+        let cfg = load_str(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cfg.routes[0].cache.clone().expect("route cache").hls,
+            cdn_edge::hls::HlsRules::default()
+        );
+    }
+
+    #[test]
+    fn bad_hls_rules_are_explained_with_their_position() {
+        let cases = [
+            (
+                "{ hls: { prefetch: 2 } }",
+                "t.yaml:4:61: routes[0].cache.hls: expected profile: hls",
+            ),
+            (
+                "{ profile: hls, hls: { prefetch: 17 } }",
+                "routes[0].cache.hls.prefetch: expected a whole number from 0 to 16",
+            ),
+            (
+                "{ profile: hls, hls: { vod_ttl: 1d } }",
+                "routes[0].cache.hls.vod_ttl: unknown key; expected one of vod_playlist_ttl",
+            ),
+            (
+                "{ profile: hls, hls: { segment_ttl: 1 fortnight } }",
+                "routes[0].cache.hls.segment_ttl",
+            ),
+            (
+                "{ profile: hls, hls: { segment_ttl: 0s } }",
+                "expected a duration longer than zero",
+            ),
+            (
+                "{ profile: hls, hls: { segment_ttl: 400d } }",
+                "segment_ttl: expected at most 365d",
+            ),
+            (
+                "{ profile: hls, hls: { max_playlist_bytes: 1GiB } }",
+                "max_playlist_bytes: expected at most 16MiB",
+            ),
+            (
+                "{ profile: hls, hls: { live_playlist_min_ttl: 20s } }",
+                "expected live_playlist_min_ttl at most live_playlist_max_ttl",
+            ),
+            (
+                "{ profile: hls, hls: { blocking_reload_lock_timeout: 2m } }",
+                "blocking_reload_lock_timeout: expected at most 60s",
+            ),
+        ];
+        for (cache, want) in cases {
+            let text = format!("{}cache: {{}}\n", route(cache));
+            let err = load_str(&text, "t.yaml").expect_err(want).to_string();
+            assert!(err.contains(want), "{want}\n  not in\n{err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cdn_edge::hls::HlsRules;
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
@@ -707,6 +708,30 @@ pub struct RouteCache {
     pub lock_timeout: Duration,
     /// Largest object this route stores (default: the storage's limit).
     pub max_object: Option<u64>,
+    /// The HLS rules (`hls:`), used when `profile` is `hls`.
+    #[serde(serialize_with = "ser_hls")]
+    pub hls: HlsRules,
+}
+
+/// Serializes HLS rules in config syntax.
+fn ser_hls<S: Serializer>(r: &HlsRules, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let d = super::units::format_duration;
+    let mut m = s.serialize_map(Some(10))?;
+    m.serialize_entry("vod_playlist_ttl", &d(r.vod_playlist_ttl))?;
+    m.serialize_entry("master_playlist_ttl", &d(r.master_playlist_ttl))?;
+    m.serialize_entry("live_playlist_min_ttl", &d(r.live_playlist_min_ttl))?;
+    m.serialize_entry("live_playlist_max_ttl", &d(r.live_playlist_max_ttl))?;
+    m.serialize_entry("segment_ttl", &d(r.segment_ttl))?;
+    m.serialize_entry("init_segment_ttl", &d(r.init_segment_ttl))?;
+    m.serialize_entry(
+        "blocking_reload_lock_timeout",
+        &d(r.blocking_reload_lock_timeout),
+    )?;
+    m.serialize_entry("max_playlist_bytes", &r.max_playlist_bytes)?;
+    m.serialize_entry("key_query_keep", &r.key_query_keep)?;
+    m.serialize_entry("prefetch", &r.prefetch)?;
+    m.end()
 }
 
 /// Rules sets of cached routes.
@@ -715,8 +740,8 @@ pub struct RouteCache {
 pub enum CacheProfile {
     /// RFC 9111 with the route's defaults.
     Default,
-    /// HLS: playlist and segment TTLs and LL-HLS query rules (from `cdn_edge::hls`); until
-    /// those land it behaves as `default`.
+    /// HLS: playlist and segment TTLs, LL-HLS query rules and segment prefetch
+    /// (`cdn_edge::hls`, settings in `hls:`); other objects as `default`.
     Hls,
 }
 

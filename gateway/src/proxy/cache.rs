@@ -38,6 +38,9 @@ use pingora_cache::{
     VarianceBuilder,
 };
 
+use cdn_edge::hls::HlsRules;
+
+use super::hls::{self, PlaylistFill};
 use crate::config::{CacheProfile, CacheQuery, CacheStorage, RouteCache};
 
 /// Request headers that change what some origins answer but are not part of the key: they
@@ -115,8 +118,10 @@ pub fn install(config: &CacheStorage) -> std::io::Result<&'static EdgeCache> {
 /// A route's caching rules, compiled.
 #[derive(Debug)]
 pub struct RouteCachePlan {
-    /// The rules set (`hls` plugs in its TTL and key rules here when it lands).
+    /// The rules set.
     pub profile: CacheProfile,
+    /// The HLS rules, on an `hls` route.
+    pub hls: Option<HlsRules>,
     /// Defaults where the origin says nothing.
     pub policy: Policy,
     /// Query parameters in the key.
@@ -140,6 +145,7 @@ impl RouteCachePlan {
         };
         Arc::new(Self {
             profile: cfg.profile,
+            hls: (cfg.profile == CacheProfile::Hls).then(|| cfg.hls.clone()),
             policy: Policy {
                 default_ttl: cfg.default_ttl,
                 negative_ttl: cfg.negative_ttl,
@@ -179,13 +185,15 @@ pub struct CacheState {
     pub invalidate: bool,
     /// The response body comes from the cache (hit, stale, revalidated), not the origin.
     pub from_cache: bool,
+    /// A playlist being stored on an `hls` route: its body, to derive its freshness.
+    pub playlist_fill: Option<PlaylistFill>,
 }
 
 /// `request_cache_filter`: enables the cache for GET/HEAD on a cached route.
 pub fn enable(session: &mut Session, state: &mut CacheState, plan: Option<Arc<RouteCachePlan>>) {
     let Some(plan) = plan else { return };
     let method = session.req_header().method.clone();
-    let timeout = plan.lock_timeout;
+    let timeout = hls::lock_timeout(&plan, session.req_header());
     let route_max = plan.max_object;
     state.plan = Some(plan.clone());
     let Some(edge) = edge() else {
@@ -225,8 +233,13 @@ pub fn scheme(tls: bool) -> &'static str {
 
 /// `cache_key_callback`: the key of a request on a cached route.
 pub fn key(req: &RequestHeader, host: &str, tls: bool, plan: Option<&RouteCachePlan>) -> CacheKey {
+    let path = req.uri.path();
+    if let Some(query) = hls::key_query(plan, req) {
+        let query = (!query.is_empty()).then_some(query.as_str());
+        return cdn_edge::key::cache_key(scheme(tls), host, path, query, &QueryRule::All);
+    }
     let rule = plan.map_or(&QueryRule::All, |p| &p.query);
-    cdn_edge::key::cache_key(scheme(tls), host, req.uri.path(), req.uri.query(), rule)
+    cdn_edge::key::cache_key(scheme(tls), host, path, req.uri.query(), rule)
 }
 
 /// `response_cache_filter`: whether the response is stored, and its meta.
@@ -251,12 +264,30 @@ pub fn cacheable(
         return RespCacheable::Uncacheable(NoCacheReason::Custom("vary"));
     }
     let authorization = req.headers.contains_key(http::header::AUTHORIZATION);
-    let decision = cdn_edge::policy::decide(resp, authorization, &plan.policy, SystemTime::now());
-    match &decision {
-        RespCacheable::Cacheable(_) => state.stored = true,
+    let hls = hls::freshness(&plan, req, resp);
+    let mut decision = match hls {
+        // The HLS TTL is the default when the origin gives no freshness, and replaces the
+        // origin's when the response is storable.
+        Some((ttl, _)) => {
+            let policy = Policy {
+                default_ttl: Some(ttl),
+                ..plan.policy.clone()
+            };
+            cdn_edge::policy::decide(resp, authorization, &policy, SystemTime::now())
+        }
+        None => cdn_edge::policy::decide(resp, authorization, &plan.policy, SystemTime::now()),
+    };
+    match &mut decision {
+        RespCacheable::Cacheable(meta) => {
+            state.stored = true;
+            if let Some((ttl, playlist)) = hls {
+                hls::with_ttl(meta, ttl);
+                state.playlist_fill = playlist.then(PlaylistFill::new);
+            }
+        }
         RespCacheable::Uncacheable(reason) => {
             state.not_stored = Some(match reason {
-                NoCacheReason::Custom(why) => why,
+                NoCacheReason::Custom(why) => *why,
                 _ => "origin",
             });
         }
@@ -293,18 +324,44 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
     builder.finalize()
 }
 
-/// Counts the body bytes of a cached route's response by where they came from.
-pub fn count_body(state: &CacheState, body: Option<&bytes::Bytes>) {
+/// Counts the body bytes of a cached route's response by where they came from, and keeps
+/// the body of a playlist being stored.
+pub fn count_body(state: &mut CacheState, body: Option<&bytes::Bytes>) {
     if let (Some(_), Some(b), Some(m)) = (&state.plan, body, CacheMetrics::global()) {
         m.body_bytes(state.from_cache, b.len());
     }
+    let max = state
+        .plan
+        .as_ref()
+        .and_then(|p| p.hls.as_ref())
+        .map_or(0, |r| r.max_playlist_bytes);
+    if let Some(fill) = &mut state.playlist_fill {
+        fill.push(body, max);
+    }
 }
 
-/// Copies the storage statistics into the cache metrics (before a scrape).
+/// After a response on an `hls` route completed without error (prefetch: not on TLS
+/// listeners): a playlist fill
+/// gets the freshness of its parsed body, and the next segments are prefetched.
+pub async fn finish_request(session: &Session, state: &mut CacheState, tls: bool) {
+    let Some(plan) = state.plan.clone() else {
+        return;
+    };
+    let filled = match state.playlist_fill.take() {
+        Some(fill) => hls::finish_fill(session, &plan, fill).await,
+        None => None,
+    };
+    if !tls {
+        super::prefetch::after_response(session, &plan, filled);
+    }
+}
+
+/// Copies the storage and prefetch statistics into the cache metrics (before a scrape).
 pub fn observe_storage() {
     if let (Some(edge), Some(m)) = (edge(), CacheMetrics::global()) {
         m.observe_storage(&edge.storage.stats_snapshot());
     }
+    super::prefetch::observe();
 }
 
 /// `should_serve_stale`: on a cached route, stale is served wherever the object's own

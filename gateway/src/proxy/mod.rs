@@ -20,7 +20,9 @@ pub mod cache;
 mod ctx;
 pub mod forward;
 pub mod guard;
+mod hls;
 mod observe;
+mod prefetch;
 mod respond;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -512,7 +514,7 @@ impl ProxyHttp for MeridianProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
-        cache::count_body(&ctx.cache, body.as_ref());
+        cache::count_body(&mut ctx.cache, body.as_ref());
         if let Some(route) = ctx.route.and_then(|i| ctx.plan.routes.get(i)) {
             route
                 .plugins
@@ -550,6 +552,9 @@ impl ProxyHttp for MeridianProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         attempt::finish(ctx, e);
+        if e.is_none() {
+            cache::finish_request(session, &mut ctx.cache, self.tls).await;
+        }
         let plan = ctx.plan.clone();
         if let Some(route) = ctx.route.and_then(|i| plan.routes.get(i)) {
             ctx.plugins.outcome = attempt::outcome(session, ctx, e);

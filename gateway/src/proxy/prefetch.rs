@@ -1,0 +1,119 @@
+//! HLS segment prefetch on `hls` routes: after a playlist or segment request (one not made
+//! by the prefetcher itself), the next `prefetch` segments are fetched through this edge so
+//! they are cached before the player asks.
+//!
+//! One [`Prefetcher`] and one [`PlaylistIndex`] exist per process, started on the first
+//! prefetch with the address of the listener that request came in on (plain HTTP listeners
+//! only: the prefetcher speaks plain HTTP). Media playlists are remembered when they are
+//! filled; a segment request plans from the playlist that lists it, the CMCD `nor` hint first.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use cdn_edge::hls::{
+    classify, next_object_request, plan, After, Kind, Playlist, PlaylistIndex, PrefetchConfig,
+    Prefetcher, PREFETCH_HEADER,
+};
+use cdn_edge::metrics::CacheMetrics;
+use pingora::proxy::Session;
+use url::Url;
+
+use super::cache::RouteCachePlan;
+
+/// Segments (and playlists weighted by their segments) the playlist index remembers.
+const INDEX_SEGMENTS: usize = 100_000;
+
+/// The process's prefetcher and playlist index.
+struct Warmer {
+    prefetcher: Prefetcher,
+    index: PlaylistIndex,
+}
+
+static WARMER: OnceLock<Option<Warmer>> = OnceLock::new();
+
+/// The process's warmer, started with `local` (the listener address) as its base.
+fn warmer(local: SocketAddr) -> Option<&'static Warmer> {
+    WARMER
+        .get_or_init(|| {
+            let base = Url::parse(&format!("http://{local}")).ok()?;
+            match Prefetcher::start(PrefetchConfig::new(base)) {
+                Ok(prefetcher) => Some(Warmer {
+                    prefetcher,
+                    index: PlaylistIndex::new(INDEX_SEGMENTS),
+                }),
+                Err(e) => {
+                    log::warn!("HLS prefetch unavailable: {e}");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// Copies the prefetcher's counters into the cache metrics (before a scrape).
+pub fn observe() {
+    if let (Some(Some(w)), Some(m)) = (WARMER.get(), CacheMetrics::global()) {
+        m.observe_prefetch(&w.prefetcher.stats().snapshot());
+    }
+}
+
+/// The URL a request was made for, as the player sees it (its `Host`).
+fn request_url(session: &Session) -> Option<Url> {
+    let req = session.req_header();
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))?;
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    Url::parse(&format!("http://{host}{path}")).ok()
+}
+
+/// After a successful response on an `hls` route: remembers a filled media playlist and
+/// queues the segments to warm next.
+pub fn after_response(session: &Session, route: &RouteCachePlan, filled: Option<Playlist>) {
+    let Some(rules) = route.hls.as_ref() else {
+        return;
+    };
+    let req = session.req_header();
+    let ok = session
+        .response_written()
+        .is_some_and(|r| r.status.is_success());
+    if rules.prefetch == 0 || !ok || req.headers.contains_key(PREFETCH_HEADER) {
+        return;
+    }
+    let kind = classify(req.uri.path(), None);
+    if kind == Kind::Other {
+        return;
+    }
+    let Some(local) = session.server_addr().and_then(|a| a.as_inet()).copied() else {
+        return;
+    };
+    let (Some(warmer), Some(url)) = (warmer(local), request_url(session)) else {
+        return;
+    };
+    let n = rules.prefetch;
+    let planned = match filled {
+        Some(Playlist::Media(media)) => {
+            let media = Arc::new(media);
+            warmer.index.remember(&url, media.clone());
+            plan(&media, &url, After::Playlist, n)
+        }
+        Some(Playlist::Master(_)) => return,
+        None if kind.is_playlist() => match warmer.index.playlist(&url) {
+            Some(media) => plan(&media, &url, After::Playlist, n),
+            None => return,
+        },
+        None => {
+            let cmcd = req
+                .headers
+                .get("cmcd-request")
+                .and_then(|v| v.to_str().ok());
+            let nor = next_object_request(req.uri.query().unwrap_or(""), cmcd);
+            warmer.index.plan_after_segment(&url, nor.as_deref(), n)
+        }
+    };
+    for next in &planned.urls {
+        warmer.prefetcher.enqueue(next);
+    }
+}
