@@ -58,18 +58,11 @@ routes:
 #[test]
 fn check_reports_every_error_with_position() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_file(
+    let err = check_fails(
         dir.path(),
         "bad.yaml",
         "listeners:\n  - { name: a, address: \"127.0.0.1:1\" }\nupstreams:\n  u: { targets: [], balance: fastest }\nroutes:\n  - { match: { path_prefix: / }, upstream: missing, colour: red }\n",
     );
-    let out = std::process::Command::new(binary())
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("run check");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().filter(|l| l.contains("bad.yaml:")).collect();
     assert!(lines.len() >= 4, "expected 4+ errors:\n{err}");
     assert!(

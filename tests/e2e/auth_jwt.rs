@@ -332,18 +332,7 @@ async fn claims_are_forwarded_and_client_copies_stripped() {
 #[test]
 fn bad_jwt_settings_are_reported_at_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_file(
-        dir.path(),
-        "auth.yaml",
-        "listeners: [ { name: a, address: \"127.0.0.1:1\" } ]\nupstreams:\n  u: { targets: [\"127.0.0.1:2\"] }\nroutes:\n  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    plugins:\n      - jwt:\n          algorithms: [RS256, none]\n          jwks_url: http://127.0.0.1:3/jwks\n",
-    );
-    let out = std::process::Command::new(binary())
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("run check");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_fails(dir.path(), "auth.yaml", "listeners: [ { name: a, address: \"127.0.0.1:1\" } ]\nupstreams:\n  u: { targets: [\"127.0.0.1:2\"] }\nroutes:\n  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    plugins:\n      - jwt:\n          algorithms: [RS256, none]\n          jwks_url: http://127.0.0.1:3/jwks\n");
     assert!(
         err.lines().any(|l| l.contains("auth.yaml:10:")
             && l.contains("algorithms[1]")

@@ -180,18 +180,7 @@ routes:
 #[test]
 fn bad_oidc_settings_are_reported_at_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_file(
-        dir.path(),
-        "oidc.yaml",
-        "listeners: [ { name: a, address: \"127.0.0.1:1\" } ]\nupstreams:\n  u: { targets: [\"127.0.0.1:2\"] }\nroutes:\n  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    plugins:\n      - oidc:\n          issuer: https://idp.example\n          client_id: c\n          client_secret: s\n          redirect_uri: https://app.example/cb\n          cookie_secret: too-short\n",
-    );
-    let out = std::process::Command::new(binary())
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("run check");
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_fails(dir.path(), "oidc.yaml", "listeners: [ { name: a, address: \"127.0.0.1:1\" } ]\nupstreams:\n  u: { targets: [\"127.0.0.1:2\"] }\nroutes:\n  - name: r\n    match: { path_prefix: / }\n    upstream: u\n    plugins:\n      - oidc:\n          issuer: https://idp.example\n          client_id: c\n          client_secret: s\n          redirect_uri: https://app.example/cb\n          cookie_secret: too-short\n");
     assert!(
         err.lines().any(|l| l.contains("oidc.yaml:14:")
             && l.contains("cookie_secret")

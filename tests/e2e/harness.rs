@@ -399,6 +399,20 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
 
 /// A config whose head is one plain listener on `127.0.0.1:port`, the admin on `{admin}` and
 /// the access log off, followed by `rest` (upstreams, routes, anything else).
+/// Writes `yaml` as `dir/name`, runs `meridian check -c` on it, asserts that it refused the
+/// config (exit status 1), and returns its stderr.
+pub fn check_fails(dir: &Path, name: &str, yaml: &str) -> String {
+    let cfg = write_file(dir, name, yaml);
+    let out = std::process::Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("run meridian check");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+    err
+}
+
 pub fn with_listener(port: u16, rest: &str) -> String {
     format!(
         "listeners: [ {{ name: public, address: \"127.0.0.1:{port}\" }} ]\nadmin: {{ address: \"{{admin}}\" }}\ntelemetry: {{ access_log: off }}\n{rest}"

@@ -112,19 +112,12 @@ routes:
 #[test]
 fn bad_global_plugin_settings_point_at_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_file(
+    let err = check_fails(
         dir.path(),
         "bad.yaml",
         "listeners: [ { name: public, address: \"127.0.0.1:1\" } ]\n\
          plugins:\n  - rate_limit:\n      limit: 10/fortnight\n  - nope: {}\n",
     );
-    let out = std::process::Command::new(binary())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .expect("run meridian check");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bad.yaml:4:7: plugin rate_limit.limit:"),
         "{err}"

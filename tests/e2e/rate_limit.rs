@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -471,24 +470,13 @@ async fn redis_outage_fails_open_or_closed_and_recovers() {
     }
 }
 
-/// Runs `meridian check` on `yaml`; returns its stderr (and asserts it failed).
-fn check_fails(dir: &Path, yaml: &str) -> String {
-    let cfg = write_file(dir, "bad.yaml", yaml);
-    let out = Command::new(binary())
-        .args(["check", "-c"])
-        .arg(&cfg)
-        .output()
-        .expect("run check");
-    assert_eq!(out.status.code(), Some(1));
-    String::from_utf8_lossy(&out.stderr).to_string()
-}
-
 #[test]
 fn bad_settings_are_reported_at_their_position() {
     let dir = tempfile::tempdir().expect("tempdir");
     let head = "listeners: [ { name: a, address: \"127.0.0.1:1\" } ]\nupstreams:\n  u: { targets: [\"127.0.0.1:2\"] }\nroutes:\n";
     let err = check_fails(
         dir.path(),
+        "bad.yaml",
         &format!("{head}  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, plugins: [ {{ rate_limit: {{ limit: 10/fortnight }} }} ] }}\n"),
     );
     assert!(
@@ -497,6 +485,7 @@ fn bad_settings_are_reported_at_their_position() {
     );
     let err = check_fails(
         dir.path(),
+        "bad.yaml",
         &format!("{head}  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    plugins:\n      - rate_limit:\n          limit: 10/s\n          key: [client_ip, \"cookie:session\"]\n"),
     );
     assert!(
