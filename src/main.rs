@@ -1,9 +1,11 @@
-//! The `meridian` command: run a gateway from a config file, or check one.
+//! The `meridian` command: run a gateway from a config file, check one, or run an origin service.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod origin_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -33,11 +35,15 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Run one of the origin services of the demo platform.
+    #[command(subcommand)]
+    Origin(origin_cmd::OriginCommand),
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
+        Command::Origin(origin) => origin_cmd::run(origin),
         Command::Check { config } => {
             let checked = gateway::builder::GatewayBuilder::from_file(&config)
                 .map_err(|errors| vec![errors.to_string()])
