@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod origin_cmd;
+mod stack;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +36,12 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Start the whole demo platform on loopback: gateway, edge and the three origins.
+    Stack {
+        /// The stack file.
+        #[arg(short, long, default_value = "conf/stack.yaml")]
+        config: PathBuf,
+    },
     /// Run one of the origin services of the demo platform.
     #[command(subcommand)]
     Origin(origin_cmd::OriginCommand),
@@ -44,6 +51,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
         Command::Origin(origin) => origin_cmd::run(origin),
+        Command::Stack { config } => stack::run(&config),
         Command::Check { config } => {
             let checked = gateway::builder::GatewayBuilder::from_file(&config)
                 .map_err(|errors| vec![errors.to_string()])

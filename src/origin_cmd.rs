@@ -1,10 +1,13 @@
-//! `meridian origin NAME`: runs one of the origin services as its own process.
+//! `meridian origin NAME`: runs one of the origin services as its own process, with its
+//! settings from the stack file (`-c conf/stack.yaml`, section `origins.NAME`) or from flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+
+use crate::stack::StackConfig;
 
 /// The origin services.
 #[derive(Subcommand)]
@@ -20,16 +23,62 @@ pub enum OriginCommand {
 /// What every origin is told.
 #[derive(Args)]
 pub struct Common {
-    /// Address to listen on.
+    /// The stack file: settings come from its `origins.NAME` section, data goes to `DATA/NAME`.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the stack file).
     #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory of its embedded store, created if missing (overrides the stack file).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// Where an origin listens and keeps its data, and the stack file if one was given.
+struct Placement {
     listen: SocketAddr,
-    /// Directory of its embedded store (created if missing).
-    #[arg(long)]
     data: PathBuf,
+    stack: Option<StackConfig>,
+}
+
+impl Common {
+    fn place(&self, name: &str) -> Result<Placement, String> {
+        let stack = match &self.config {
+            Some(path) => Some(StackConfig::load(path).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let section = stack.as_ref().map(|s| s.origins.section(name));
+        let listen = self
+            .listen
+            .or(section.map(|s| s.listen))
+            .ok_or("give --listen, or -c with a stack file")?;
+        let data = self
+            .data
+            .clone()
+            .or(stack.as_ref().map(|s| s.data.join(name)))
+            .ok_or("give --data, or -c with a stack file")?;
+        Ok(Placement {
+            listen,
+            data,
+            stack,
+        })
+    }
 }
 
 /// Runs the chosen origin until SIGINT or SIGTERM.
 pub fn run(command: OriginCommand) -> ExitCode {
+    let (name, common) = match &command {
+        OriginCommand::Urls(c) => ("urls", c),
+        OriginCommand::Orders(c) => ("orders", c),
+        OriginCommand::Video(c) => ("video", c),
+    };
+    let placement = match common.place(name) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,27 +90,32 @@ pub fn run(command: OriginCommand) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let (name, listen) = match &command {
-            OriginCommand::Urls(c) => ("urls", c.listen),
-            OriginCommand::Orders(c) => ("orders", c.listen),
-            OriginCommand::Video(c) => ("video", c.listen),
-        };
+        let Placement {
+            listen,
+            data,
+            stack,
+        } = placement;
+        let _ = &stack;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("{name}: cannot listen on {listen}: {e}"))?;
-        log::info!("origin {name} listening on {listen}");
+        log::info!(
+            "origin {name} listening on {listen}, data in {}",
+            data.display()
+        );
+        let shutdown = crate::stack::terminated();
         match command {
-            OriginCommand::Urls(c) => {
-                let config = origin::urls::Config { data_dir: c.data };
-                origin::urls::run(config, listener, terminated()).await
+            OriginCommand::Urls(_) => {
+                let config = origin::urls::Config { data_dir: data };
+                origin::urls::run(config, listener, shutdown).await
             }
-            OriginCommand::Orders(c) => {
-                let config = origin::orders::Config { data_dir: c.data };
-                origin::orders::run(config, listener, terminated()).await
+            OriginCommand::Orders(_) => {
+                let config = origin::orders::Config { data_dir: data };
+                origin::orders::run(config, listener, shutdown).await
             }
-            OriginCommand::Video(c) => {
-                let config = origin::video::Config { data_dir: c.data };
-                origin::video::run(config, listener, terminated()).await
+            OriginCommand::Video(_) => {
+                let config = origin::video::Config { data_dir: data };
+                origin::video::run(config, listener, shutdown).await
             }
         }
     });
@@ -70,22 +124,6 @@ pub fn run(command: OriginCommand) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn terminated() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -7,6 +7,7 @@
 mod breaker;
 mod cache;
 mod defaults;
+pub mod document;
 mod env;
 mod error;
 mod fields;

@@ -415,7 +415,7 @@ pub(crate) fn read_plugins(node: &Node, path: &str, errs: &mut Errors) -> Option
             .map_err(|message| e.add(entry.key_pos, format!("{p}: {message}")))
             .ok()?;
         let mut fields = std::collections::HashMap::new();
-        let settings = to_json(&entry.value, "", &mut fields);
+        let settings = super::yaml::to_json(&entry.value, "", &mut fields);
         Some(PluginSpec {
             name,
             settings,
@@ -423,60 +423,6 @@ pub(crate) fn read_plugins(node: &Node, path: &str, errs: &mut Errors) -> Option
             fields: std::sync::Arc::new(fields),
         })
     })
-}
-
-/// Converts a node to JSON, resolving plain scalars by the YAML core schema, and records where
-/// each nested value was written by its path (`limits[0].rate`, as `serde_path_to_error`
-/// prints paths).
-fn to_json(
-    node: &Node,
-    path: &str,
-    fields: &mut std::collections::HashMap<String, Position>,
-) -> serde_json::Value {
-    use serde_json::Value;
-    match &node.kind {
-        Kind::Null | Kind::Invalid => Value::Null,
-        Kind::Scalar { text, plain: false } => Value::String(text.clone()),
-        Kind::Scalar { text, plain: true } => match text.as_str() {
-            "true" | "True" | "TRUE" => Value::Bool(true),
-            "false" | "False" | "FALSE" => Value::Bool(false),
-            t => t
-                .parse::<i64>()
-                .ok()
-                .map(Value::from)
-                .or_else(|| {
-                    saphyr::parse_core_schema_fp(t)
-                        .and_then(serde_json::Number::from_f64)
-                        .map(Value::Number)
-                })
-                .unwrap_or_else(|| Value::String(text.clone())),
-        },
-        Kind::Seq(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| {
-                    let p = format!("{path}[{i}]");
-                    fields.insert(p.clone(), item.pos);
-                    to_json(item, &p, fields)
-                })
-                .collect(),
-        ),
-        Kind::Map(entries) => Value::Object(
-            entries
-                .iter()
-                .map(|e| {
-                    let p = if path.is_empty() {
-                        e.key.clone()
-                    } else {
-                        format!("{path}.{}", e.key)
-                    };
-                    fields.insert(p.clone(), e.key_pos);
-                    (e.key.clone(), to_json(&e.value, &p, fields))
-                })
-                .collect(),
-        ),
-    }
 }
 
 #[cfg(test)]
