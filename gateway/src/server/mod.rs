@@ -1,6 +1,9 @@
-//! Listeners: one pingora proxy service per configured listener (plain HTTP/1.1 with optional
-//! h2c, or TLS with ALPN h2/http1.1), plus the admin service.
+//! Listeners: one proxy service per configured listener — plain HTTP/1.1 (optional h2c) on
+//! Meridian's own lean accept loop ([`accept`]), TLS (ALPN h2/http1.1) on pingora's listening
+//! service — plus the admin service.
 
+mod accept;
+mod client_io;
 mod connections;
 pub mod drain;
 pub mod tls;
@@ -19,10 +22,10 @@ use crate::config::Config;
 use crate::proxy::MeridianProxy;
 use crate::reload::GatewayState;
 
-/// Socket buffers of a client connection. pingora's default 64 KiB read buffer is allocated
-/// (and zeroed) per connection, 640 MiB for 10,000 idle keep-alive clients; its HTTP layer
-/// reads into buffers of its own, so the L4 read buffer is left out. The write buffer (one
-/// MSS) keeps a small response in one `send`.
+/// Socket buffers of a TLS client connection. pingora's default 64 KiB read buffer is
+/// allocated (and zeroed) per connection, 640 MiB for 10,000 idle keep-alive clients; its HTTP
+/// layer reads into buffers of its own, so the L4 read buffer is left out. The write buffer
+/// (one MSS) keeps a small response in one `send`.
 fn l4_buffers() -> L4BufferSettings {
     L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE)
 }
@@ -47,29 +50,30 @@ pub fn add_services(
             opts.h2c = true;
             app.server_options = Some(opts);
         }
-        let mut svc = Service::new(
-            format!("listener {}", l.name),
-            connections::ConnectionApp::new(app, l.h2c && l.tls.is_none()),
-        );
-        let addr = l.address.to_string();
-        match &l.tls {
-            None => {
-                svc.add_listener(ListenerConfig::tcp(addr).l4_buffer(l4_buffers()));
-            }
-            Some(t) => match tls::listener_settings(t) {
-                Ok(settings) => svc.add_listener(
-                    ListenerConfig::tcp(addr)
+        let app = connections::ConnectionApp::new(app, l.h2c && l.tls.is_none());
+        let name = format!("listener {}", l.name);
+        let Some(t) = &l.tls else {
+            server.add_service(accept::PlainListener::new(
+                name,
+                l.address,
+                app,
+                config.server.threads,
+            ));
+            continue;
+        };
+        match tls::listener_settings(t) {
+            Ok(settings) => {
+                let mut svc = Service::new(name, app);
+                svc.add_listener(
+                    ListenerConfig::tcp(l.address.to_string())
                         .tls(settings)
                         .l4_buffer(l4_buffers()),
-                ),
-                Err(e) => {
-                    errors.push(format!("listener {}: {e}", l.name));
-                    continue;
-                }
-            },
+                );
+                svc.threads = Some(config.server.threads);
+                server.add_service(svc);
+            }
+            Err(e) => errors.push(format!("listener {}: {e}", l.name)),
         }
-        svc.threads = Some(config.server.threads);
-        server.add_service(svc);
     }
     let token = config.admin.token.as_ref().map(|t| t.expose().to_string());
     let mut admin = Service::new(
