@@ -12,7 +12,7 @@ pub enum OriginCommand {
     /// The URL shortener.
     Urls(Common),
     /// Food-delivery orders (the saga).
-    Orders(Common),
+    Orders(OrdersArgs),
     /// The video pipeline (upload → ffmpeg → HLS).
     Video(Common),
 }
@@ -26,6 +26,23 @@ pub struct Common {
     /// Directory of its embedded store (created if missing).
     #[arg(long)]
     data: PathBuf,
+}
+
+/// The orders service's flags.
+#[derive(Args)]
+pub struct OrdersArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Base URL of the payment and delivery participants (e.g. the gateway); default: this
+    /// service's own listener.
+    #[arg(long)]
+    participants_url: Option<String>,
+    /// Allow fault injection (`POST /api/orders/faults`, `X-Fault` on `POST /api/orders`).
+    #[arg(long)]
+    faults: bool,
+    /// Test hook: abort right after the first order is committed, before it is published.
+    #[arg(long, hide = true)]
+    crash_after_append: bool,
 }
 
 /// Runs the chosen origin until SIGINT or SIGTERM.
@@ -43,7 +60,7 @@ pub fn run(command: OriginCommand) -> ExitCode {
     let result = runtime.block_on(async move {
         let (name, listen) = match &command {
             OriginCommand::Urls(c) => ("urls", c.listen),
-            OriginCommand::Orders(c) => ("orders", c.listen),
+            OriginCommand::Orders(c) => ("orders", c.common.listen),
             OriginCommand::Video(c) => ("video", c.listen),
         };
         let listener = tokio::net::TcpListener::bind(listen)
@@ -56,7 +73,12 @@ pub fn run(command: OriginCommand) -> ExitCode {
                 origin::urls::run(config, listener, terminated()).await
             }
             OriginCommand::Orders(c) => {
-                let config = origin::orders::Config { data_dir: c.data };
+                let config = origin::orders::Config {
+                    participants_url: c.participants_url,
+                    faults: c.faults,
+                    crash_after_append: c.crash_after_append,
+                    ..origin::orders::Config::new(c.common.data)
+                };
                 origin::orders::run(config, listener, terminated()).await
             }
             OriginCommand::Video(c) => {

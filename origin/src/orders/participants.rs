@@ -1,7 +1,9 @@
 //! The saga's participants, payment and delivery, served by this same service and called by
 //! the saga over HTTP (so, in the stack, through the gateway and its circuit breaker). Each
 //! keeps a ledger keyed by order id, which makes every call idempotent: charging an order
-//! twice charges it once, refunding twice refunds once. Faults apply here.
+//! twice charges it once, refunding twice refunds once. Undoing what never happened (a refund
+//! before any charge) answers 404 and leaves a tombstone, so the original call, if it lands
+//! late after a timeout, is refused with 409 instead of taking effect. Faults apply here.
 
 use std::sync::Arc;
 
@@ -112,13 +114,15 @@ async fn charge(
         })
         .await
         .map_err(ApiError::internal)?;
-    if charged != amount {
-        return Err(ApiError::conflict(
-            "order already charged a different amount",
-        ));
-    }
-    if state != "charged" {
-        return Err(ApiError::conflict("payment already refunded"));
+    match state.as_str() {
+        "charged" if charged == amount => {}
+        "charged" => {
+            return Err(ApiError::conflict(
+                "order already charged a different amount",
+            ))
+        }
+        "voided" => return Err(ApiError::conflict("order was voided, not charged")),
+        _ => return Err(ApiError::conflict("payment already refunded")),
     }
     Ok(axum::Json(json!({
         "payment_id": payment_id,
@@ -138,14 +142,23 @@ async fn refund(
     let found: Option<(String, i64)> = ctx
         .store
         .tx(move |tx| {
+            let now = now_ms();
             tx.execute(
                 "UPDATE payments SET state = 'refunded', updated_at = ?2
                  WHERE order_id = ?1 AND state = 'charged'",
-                params![order_id, now_ms()],
+                params![order_id, now],
+            )?;
+            // No payment yet: leave a tombstone, so a charge still on its way (its call timed
+            // out) is refused when it lands instead of charging a cancelled order.
+            tx.execute(
+                "INSERT OR IGNORE INTO payments (order_id, payment_id, amount_cents, state, updated_at)
+                 VALUES (?1, '', 0, 'voided', ?2)",
+                params![order_id, now],
             )?;
             Ok(tx
                 .query_row(
-                    "SELECT payment_id, amount_cents FROM payments WHERE order_id = ?1",
+                    "SELECT payment_id, amount_cents FROM payments
+                     WHERE order_id = ?1 AND state = 'refunded'",
                     [&order_id],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
@@ -194,7 +207,7 @@ async fn schedule(
         .await
         .map_err(ApiError::internal)?;
     if state != "scheduled" {
-        return Err(ApiError::conflict("delivery already cancelled"));
+        return Err(ApiError::conflict("delivery was cancelled"));
     }
     Ok((
         StatusCode::CREATED,
@@ -217,14 +230,21 @@ async fn cancel(
     let found: Option<String> = ctx
         .store
         .tx(move |tx| {
+            let now = now_ms();
             tx.execute(
                 "UPDATE deliveries SET state = 'cancelled', updated_at = ?2
                  WHERE order_id = ?1 AND state = 'scheduled'",
-                params![order_id, now_ms()],
+                params![order_id, now],
+            )?;
+            // No delivery yet: a tombstone refuses a scheduling call that lands late.
+            tx.execute(
+                "INSERT OR IGNORE INTO deliveries (order_id, delivery_id, eta_minutes, state, updated_at)
+                 VALUES (?1, '', 0, 'voided', ?2)",
+                params![order_id, now],
             )?;
             Ok(tx
                 .query_row(
-                    "SELECT delivery_id FROM deliveries WHERE order_id = ?1",
+                    "SELECT delivery_id FROM deliveries WHERE order_id = ?1 AND state = 'cancelled'",
                     [&order_id],
                     |r| r.get(0),
                 )
