@@ -503,6 +503,16 @@ async fn faults_are_refused_when_disabled() {
     svc.shutdown().await;
 }
 
+/// Method, path, content type, body, extra headers, expected status.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    String,
+    Vec<(&'a str, String)>,
+    u16,
+);
+
 #[tokio::test]
 async fn bad_input_gets_4xx_with_a_reason_and_leaves_the_store_working() {
     let svc = start(|_| {}).await;
@@ -515,7 +525,7 @@ async fn bad_input_gets_4xx_with_a_reason_and_leaves_the_store_working() {
     };
     let item = |item: Value| with("items", json!([item]));
     let json_ct = Some("application/json");
-    let cases: Vec<(&str, &str, Option<&str>, String, Vec<(&str, String)>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/api/orders",
