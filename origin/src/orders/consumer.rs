@@ -14,8 +14,9 @@ use super::{notifier, projection, saga, Ctx};
 /// Messages claimed at once by one consumer.
 const BATCH: usize = 16;
 
-/// How often an idle consumer looks for messages whose retry is due.
-const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Longest an idle consumer sleeps before looking again (it is woken when the relay publishes
+/// or a dead letter is replayed, and sleeps only until its next retry is due).
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Why a message was not handled.
 #[derive(Debug)]
@@ -41,17 +42,28 @@ pub async fn run(ctx: Arc<Ctx>, consumer: Consumer) {
         }
         let claimed = ctx
             .store
-            .tx(move |tx| queue::claim(tx, consumer, now_ms(), BATCH))
+            .tx(move |tx| {
+                let now = now_ms();
+                let batch = queue::claim(tx, consumer, now, BATCH)?;
+                let due = queue::next_due(tx, consumer)?.map(|at| at.saturating_sub(now));
+                Ok((batch, due))
+            })
             .await;
-        let batch = claimed.unwrap_or_else(|e| {
+        let (batch, due_in_ms) = claimed.unwrap_or_else(|e| {
             log::error!("orders {}: cannot claim messages: {e}", consumer.name());
-            Vec::new()
+            (Vec::new(), None)
         });
         if batch.is_empty() {
+            // Sleep until the next retry falls due, or a wake-up (new messages, a replay).
+            let idle = due_in_ms
+                .map_or(IDLE_POLL, |ms| {
+                    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+                })
+                .min(IDLE_POLL);
             tokio::select! {
                 _ = stop.changed() => return,
                 () = ctx.wake(consumer).notified() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
+                () = tokio::time::sleep(idle) => {}
             }
             continue;
         }

@@ -13,7 +13,7 @@ use super::Ctx;
 const BATCH: usize = 256;
 
 /// How often the relay looks without being woken (it is woken after every append).
-const IDLE_POLL: Duration = Duration::from_millis(250);
+const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Publishes outbox rows until the service stops.
 pub async fn relay(ctx: Arc<Ctx>) {

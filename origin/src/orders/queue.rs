@@ -124,6 +124,15 @@ pub fn claim(
     Ok(claimed)
 }
 
+/// When `consumer`'s next waiting message falls due (ms since the Unix epoch), if it has any.
+pub fn next_due(tx: &Transaction<'_>, consumer: Consumer) -> StoreResult<Option<i64>> {
+    Ok(tx.query_row(
+        "SELECT MIN(next_attempt_at) FROM messages WHERE consumer = ?1 AND state = 'pending'",
+        [consumer.name()],
+        |r| r.get(0),
+    )?)
+}
+
 /// Puts messages claimed by a previous run back on their queues (at start-up, when no
 /// consumer runs yet).
 pub fn reclaim_inflight(tx: &Transaction<'_>) -> StoreResult<usize> {
