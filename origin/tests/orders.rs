@@ -22,8 +22,7 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> Service {
     config.faults = true;
     config.retry_base = Duration::from_millis(10);
     config.retry_cap = Duration::from_millis(100);
-    config.participant_timeout = Duration::from_millis(500);
-    config.slow_delay = Duration::from_millis(800);
+    config.slow_delay = Duration::from_millis(1500);
     tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -281,7 +280,7 @@ async fn delivery_failure_refunds_the_payment_and_cancels() {
 #[tokio::test]
 async fn a_slow_payment_times_out_and_its_late_charge_is_refused() {
     let svc = start(|c| {
-        c.participant_timeout = Duration::from_millis(200);
+        c.participant_timeout = Duration::from_millis(400);
         c.step_attempts = 1;
     })
     .await;
@@ -819,4 +818,61 @@ async fn orders_survive_a_restart_on_the_same_store() {
     assert_eq!(order["status"], "completed");
     assert_eq!(second.kinds(&id).await.len(), 5);
     second.shutdown().await;
+}
+
+#[tokio::test]
+async fn participants_are_idempotent_per_order() {
+    let svc = start(|_| {}).await;
+    let post = |path: &str, body: Value| svc.http.post(svc.url(path)).json(&body).send();
+    let charge = json!({"order_id": "ord_direct", "amount_cents": 500});
+    let first: Value = post("/api/payments/charge", charge.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second: Value = post("/api/payments/charge", charge.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["payment_id"], second["payment_id"]);
+    let other_amount = post(
+        "/api/payments/charge",
+        json!({"order_id": "ord_direct", "amount_cents": 501}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other_amount.status(), StatusCode::CONFLICT);
+    for _ in 0..2 {
+        let refund = post("/api/payments/refund", json!({"order_id": "ord_direct"}))
+            .await
+            .unwrap();
+        assert_eq!(refund.status(), StatusCode::OK);
+        let refund: Value = refund.json().await.unwrap();
+        assert_eq!(refund["payment_id"], first["payment_id"]);
+        assert_eq!(refund["state"], "refunded");
+    }
+    let recharge = post("/api/payments/charge", charge).await.unwrap();
+    assert_eq!(recharge.status(), StatusCode::CONFLICT);
+
+    let delivery = json!({"order_id": "ord_direct", "address": "here"});
+    let scheduled = post("/api/deliveries", delivery.clone()).await.unwrap();
+    assert_eq!(scheduled.status(), StatusCode::CREATED);
+    let scheduled: Value = scheduled.json().await.unwrap();
+    let again: Value = post("/api/deliveries", delivery.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["delivery_id"], scheduled["delivery_id"]);
+    let cancelled = post("/api/deliveries/cancel", json!({"order_id": "ord_direct"}))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    let late = post("/api/deliveries", delivery).await.unwrap();
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    svc.shutdown().await;
 }
