@@ -170,6 +170,14 @@ fn order_body() -> Value {
 async fn happy_path_completes_with_events_in_order_and_a_read_model() {
     let svc = start(|_| {}).await;
     let id = svc.place(None).await;
+    // Readable at once (folded from its events if the projection has not caught up yet).
+    let now = svc
+        .http
+        .get(svc.url(&format!("/api/orders/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(now.status(), StatusCode::OK);
     let order = svc.settled(&id).await;
     assert_eq!(order["status"], "completed");
     assert_eq!(order["total_cents"], 2800);
@@ -874,5 +882,31 @@ async fn participants_are_idempotent_per_order() {
     assert_eq!(cancelled.status(), StatusCode::OK);
     let late = post("/api/deliveries", delivery).await.unwrap();
     assert_eq!(late.status(), StatusCode::CONFLICT);
+    svc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_backlog_refuses_new_orders_with_503() {
+    let svc = start(|c| c.max_backlog = 0).await;
+    let res = svc
+        .http
+        .post(svc.url("/api/orders"))
+        .json(&order_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let reason: Value = res.json().await.unwrap();
+    assert!(reason["error"].as_str().unwrap().contains("try again"));
+    let all: Value = svc
+        .http
+        .get(svc.url("/api/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["orders"], json!([]));
     svc.shutdown().await;
 }
