@@ -910,3 +910,42 @@ async fn a_full_backlog_refuses_new_orders_with_503() {
     assert_eq!(all["orders"], json!([]));
     svc.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_shutdown_mid_saga_drains_and_the_next_run_finishes_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let slow = |c: &mut Config| {
+        c.data_dir = path.clone();
+        c.slow_delay = Duration::from_millis(700);
+        c.participant_timeout = Duration::from_secs(3);
+    };
+    let first = start(slow).await;
+    let id = first.place(Some("delivery=slow")).await;
+    // Shut down while the saga waits on the slow delivery call.
+    first
+        .eventually("the payment", || async {
+            let order: Value = first
+                .http
+                .get(first.url(&format!("/api/orders/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            order["status"] == "paid"
+        })
+        .await;
+    first.shutdown().await;
+    let second = start(|c| c.data_dir = path.clone()).await;
+    let order = second.settled(&id).await;
+    assert_eq!(order["status"], "completed");
+    let kinds = second.kinds(&id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "DeliveryScheduled").count(),
+        1,
+        "{kinds:?}"
+    );
+    second.shutdown().await;
+}
