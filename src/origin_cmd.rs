@@ -15,7 +15,7 @@ pub enum OriginCommand {
     /// The URL shortener.
     Urls(Common),
     /// Food-delivery orders (the saga).
-    Orders(Common),
+    Orders(OrdersArgs),
     /// The video pipeline (upload → ffmpeg → HLS).
     Video(Common),
 }
@@ -32,6 +32,23 @@ pub struct Common {
     /// Directory of its embedded store, created if missing (overrides the stack file).
     #[arg(long)]
     data: Option<PathBuf>,
+}
+
+/// The orders service's flags.
+#[derive(Args)]
+pub struct OrdersArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Base URL of the payment and delivery participants (e.g. the gateway); default: this
+    /// service's own listener.
+    #[arg(long)]
+    participants_url: Option<String>,
+    /// Allow fault injection (`POST /api/orders/faults`, `X-Fault` on `POST /api/orders`).
+    #[arg(long)]
+    faults: bool,
+    /// Test hook: abort right after the first order is committed, before it is published.
+    #[arg(long, hide = true)]
+    crash_after_append: bool,
 }
 
 /// Where an origin listens and keeps its data, and the stack file if one was given.
@@ -69,7 +86,7 @@ impl Common {
 pub fn run(command: OriginCommand) -> ExitCode {
     let (name, common) = match &command {
         OriginCommand::Urls(c) => ("urls", c),
-        OriginCommand::Orders(c) => ("orders", c),
+        OriginCommand::Orders(c) => ("orders", &c.common),
         OriginCommand::Video(c) => ("video", c),
     };
     let placement = match common.place(name) {
@@ -109,8 +126,13 @@ pub fn run(command: OriginCommand) -> ExitCode {
                 let config = origin::urls::Config { data_dir: data };
                 origin::urls::run(config, listener, shutdown).await
             }
-            OriginCommand::Orders(_) => {
-                let config = origin::orders::Config { data_dir: data };
+            OriginCommand::Orders(c) => {
+                let config = origin::orders::Config {
+                    participants_url: c.participants_url,
+                    faults: c.faults,
+                    crash_after_append: c.crash_after_append,
+                    ..origin::orders::Config::new(data)
+                };
                 origin::orders::run(config, listener, shutdown).await
             }
             OriginCommand::Video(_) => {

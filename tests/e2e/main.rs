@@ -16,6 +16,7 @@ mod embedded;
 mod health;
 mod hls;
 mod httpfx;
+mod orders;
 mod plugin_chain;
 mod protection;
 mod rate_limit;
