@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
@@ -10,7 +11,7 @@ use clap::{Args, Subcommand};
 #[derive(Subcommand)]
 pub enum OriginCommand {
     /// The URL shortener.
-    Urls(Common),
+    Urls(UrlsArgs),
     /// Food-delivery orders (the saga).
     Orders(Common),
     /// The video pipeline (upload → ffmpeg → HLS).
@@ -28,6 +29,25 @@ pub struct Common {
     data: PathBuf,
 }
 
+/// What the URL shortener is told.
+#[derive(Args)]
+pub struct UrlsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Base of the short URLs it answers, as clients reach it (the gateway).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    public_base: String,
+    /// Longest `Cache-Control: max-age` of a redirect, in seconds.
+    #[arg(long, default_value_t = 300)]
+    redirect_max_age: u64,
+    /// How often counted clicks are written to the store, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    flush_interval_ms: u64,
+    /// Pending clicks that trigger a write before the interval is up.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    flush_max: u64,
+}
+
 /// Runs the chosen origin until SIGINT or SIGTERM.
 pub fn run(command: OriginCommand) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +62,7 @@ pub fn run(command: OriginCommand) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let (name, listen) = match &command {
-            OriginCommand::Urls(c) => ("urls", c.listen),
+            OriginCommand::Urls(c) => ("urls", c.common.listen),
             OriginCommand::Orders(c) => ("orders", c.listen),
             OriginCommand::Video(c) => ("video", c.listen),
         };
@@ -52,7 +72,13 @@ pub fn run(command: OriginCommand) -> ExitCode {
         log::info!("origin {name} listening on {listen}");
         match command {
             OriginCommand::Urls(c) => {
-                let config = origin::urls::Config { data_dir: c.data };
+                let config = origin::urls::Config {
+                    public_base: c.public_base,
+                    redirect_max_age: Duration::from_secs(c.redirect_max_age),
+                    flush_interval: Duration::from_millis(c.flush_interval_ms),
+                    flush_max: c.flush_max,
+                    ..origin::urls::Config::new(c.common.data)
+                };
                 origin::urls::run(config, listener, terminated()).await
             }
             OriginCommand::Orders(c) => {

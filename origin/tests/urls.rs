@@ -1,11 +1,18 @@
 //! The URL shortener run in-process by `origin::urls::run` on a loopback port, driven with a
 //! real HTTP client: create → redirect → stats, batched click counting seen in /metrics,
-//! clicks kept across a graceful shutdown, concurrent alias creation, expiry, and bad input.
+//! clicks kept across a graceful shutdown and across store failures, concurrent alias
+//! creation, expiry, and bad input.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use origin::http::BoxError;
-use origin::urls::{run, Config};
+use origin::urls::{
+    run, run_with_store, Config, CreateError, Link, SqliteStore, StoreError, StoredLink, UrlStore,
+};
 use reqwest::{header, Client, Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -20,13 +27,37 @@ struct Service {
 }
 
 impl Service {
+    /// Runs the shortener with its SQLite store under `config.data_dir`.
     async fn start(config: Config) -> Self {
+        Self::spawn(|listener, stopped| {
+            run(config, listener, async {
+                let _ = stopped.await;
+            })
+        })
+        .await
+    }
+
+    /// Runs the shortener over `store`.
+    async fn start_with_store(config: Config, store: Arc<dyn UrlStore>) -> Self {
+        Self::spawn(|listener, stopped| {
+            run_with_store(config, store, listener, async {
+                let _ = stopped.await;
+            })
+        })
+        .await
+    }
+
+    /// Spawns what `serve` returns for a loopback listener and a shutdown signal, and waits
+    /// for `/healthz`.
+    async fn spawn<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> Fut,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(config, listener, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve(listener, stopped));
         let client = Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(5))
@@ -556,4 +587,65 @@ async fn bad_input_is_refused_with_a_reason() {
     let r = svc.get("/r/taken").await.unwrap();
     assert_eq!(header(&r, header::LOCATION), "https://example.com/");
     svc.stop().await.unwrap();
+}
+
+/// The SQLite store, except that writing clicks fails while `failing` is set.
+struct FlakyStore {
+    inner: SqliteStore,
+    failing: AtomicBool,
+}
+
+impl UrlStore for FlakyStore {
+    fn create(&self, link: &Link) -> Result<(), CreateError> {
+        self.inner.create(link)
+    }
+
+    fn get(&self, code: &str) -> Result<Option<StoredLink>, StoreError> {
+        self.inner.get(code)
+    }
+
+    fn add_clicks(&self, batch: &HashMap<String, u64>) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError("disk full".into()));
+        }
+        self.inner.add_clicks(batch)
+    }
+}
+
+#[tokio::test]
+async fn clicks_survive_a_failing_store_and_are_written_when_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: SqliteStore::open(dir.path()).unwrap(),
+        failing: AtomicBool::new(true),
+    });
+    let mut cfg = config(&dir);
+    cfg.flush_interval = Duration::from_millis(50);
+    let svc = Service::start_with_store(cfg, store.clone()).await;
+    let code = svc.shorten(json!({ "url": "https://example.com/" })).await["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..10 {
+        svc.get(&format!("/r/{code}")).await.unwrap();
+    }
+    svc.metric_reaches("urls_click_flush_failures_total", 2.0)
+        .await;
+    // Refused batches are kept, still counted, and not reported as written.
+    assert_eq!(svc.stats(&code).await["clicks"], 10);
+    assert_eq!(svc.metric("urls_clicks_pending").await, 10.0);
+    assert_eq!(svc.metric("urls_clicks_flushed_total").await, 0.0);
+
+    store.failing.store(false, Ordering::SeqCst);
+    svc.metric_reaches("urls_clicks_flushed_total", 10.0).await;
+    assert_eq!(svc.metric("urls_clicks_pending").await, 0.0);
+    assert_eq!(store.inner.get(&code).unwrap().unwrap().clicks, 10);
+
+    // A store still failing at shutdown: `run` says how many clicks it could not write.
+    store.failing.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        svc.get(&format!("/r/{code}")).await.unwrap();
+    }
+    let err = svc.stop().await.unwrap_err().to_string();
+    assert!(err.contains("3 clicks could not be written"), "{err}");
 }
