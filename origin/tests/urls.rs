@@ -649,3 +649,32 @@ async fn clicks_survive_a_failing_store_and_are_written_when_it_recovers() {
     let err = svc.stop().await.unwrap_err().to_string();
     assert!(err.contains("3 clicks could not be written"), "{err}");
 }
+
+#[tokio::test]
+async fn bad_config_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    type Change = fn(&mut Config);
+    let bad: [(&str, Change); 4] = [
+        ("public_base", |c| {
+            c.public_base = "ftp://example.com".into()
+        }),
+        ("public_base", |c| c.public_base = "not a url".into()),
+        ("public_base", |c| {
+            c.public_base = "http://x.example/?q=1".into()
+        }),
+        ("flush_interval", |c| c.flush_interval = Duration::ZERO),
+    ];
+    for (field, change) in bad {
+        let mut cfg = config(&dir);
+        change(&mut cfg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            run(cfg, listener, std::future::pending()),
+        )
+        .await
+        .expect("run should refuse at once");
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains(field), "{err}");
+    }
+}

@@ -34,7 +34,8 @@ pub struct Config {
     /// Where its embedded store lives (`urls.sqlite3` inside; created if missing).
     pub data_dir: PathBuf,
     /// Base of the `short_url`s it answers, as clients reach it (through the gateway):
-    /// `short_url` is `<public_base>/r/<code>`. Default `http://127.0.0.1:8080`.
+    /// `short_url` is `<public_base>/r/<code>`; it may have a path prefix, not a query or
+    /// fragment. Default `http://127.0.0.1:8080`.
     pub public_base: String,
     /// Longest `Cache-Control: max-age` of a redirect (a link that expires sooner gets the
     /// seconds it has left). Default 300 s.
@@ -98,10 +99,15 @@ pub async fn run_with_store(
 ) -> Result<(), BoxError> {
     let public_base = Url::parse(&config.public_base)
         .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.has_host()
+                && u.query().is_none()
+                && u.fragment().is_none()
+        })
         .ok_or_else(|| {
             format!(
-                "urls: public_base {:?} is not an http(s) URL",
+                "urls: public_base {:?} is not an http(s) URL without query or fragment",
                 config.public_base
             )
         })?;

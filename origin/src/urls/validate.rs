@@ -69,7 +69,8 @@ pub fn target_url(raw: &str, public_base: &Url) -> Result<Url, String> {
     if HeaderValue::from_str(url.as_str()).is_err() {
         return Err("url cannot be sent in a Location header".into());
     }
-    if url.origin() == public_base.origin() && url.path().starts_with("/r/") {
+    let redirects = format!("{}/r/", public_base.path().trim_end_matches('/'));
+    if url.origin() == public_base.origin() && url.path().starts_with(&redirects) {
         return Err("url points at this shortener's own redirects".into());
     }
     Ok(url)
@@ -144,6 +145,14 @@ mod tests {
         for case in cases {
             assert!(target_url(case, &base()).is_err(), "{case:?} was accepted");
         }
+    }
+
+    #[test]
+    fn links_to_our_own_redirects_are_refused_under_a_base_path() {
+        let base = Url::parse("https://short.example/s/").unwrap();
+        assert!(target_url("https://short.example/s/r/abc", &base).is_err());
+        assert!(target_url("https://short.example/r/abc", &base).is_ok());
+        assert!(target_url("https://other.example/s/r/abc", &base).is_ok());
     }
 
     #[test]
