@@ -274,7 +274,7 @@ async fn clicks_are_written_in_batches() {
     // ... and written in a few batches, not one write per click.
     svc.metric_reaches("urls_clicks_flushed_total", 200.0).await;
     let flushes = svc.metric("urls_click_flushes_total").await;
-    assert!((1.0..=20.0).contains(&flushes), "{flushes} flushes");
+    assert!((1.0..=40.0).contains(&flushes), "{flushes} flushes");
     assert_eq!(svc.metric("urls_clicks_pending").await, 0.0);
     assert_eq!(svc.stats(&code).await["clicks"], 200);
     svc.stop().await.unwrap();
@@ -389,10 +389,12 @@ async fn expiring_links_redirect_302_then_410() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
     let cc = header(&r, header::CACHE_CONTROL);
-    assert!(
-        ["public, max-age=59", "public, max-age=60"].contains(&cc),
-        "{cc}"
-    );
+    let max_age: u64 = cc
+        .strip_prefix("public, max-age=")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{cc}"));
+    // The seconds left, rounded down (a slow machine may have spent a few).
+    assert!((50..=60).contains(&max_age), "{cc}");
 
     let brief = svc
         .shorten(json!({ "url": "https://example.com/brief", "expires_in": 1 }))
