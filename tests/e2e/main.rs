@@ -27,3 +27,4 @@ mod telemetry;
 mod timeouts;
 mod tls;
 mod upgrade;
+mod urls;
