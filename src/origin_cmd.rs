@@ -14,7 +14,7 @@ pub enum OriginCommand {
     /// Food-delivery orders (the saga).
     Orders(Common),
     /// The video pipeline (upload → ffmpeg → HLS).
-    Video(Common),
+    Video(VideoArgs),
 }
 
 /// What every origin is told.
@@ -26,6 +26,25 @@ pub struct Common {
     /// Directory of its embedded store (created if missing).
     #[arg(long)]
     data: PathBuf,
+}
+
+/// The video pipeline's flags.
+#[derive(Args)]
+pub struct VideoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The `ffmpeg` program (a path, or a name looked up on PATH).
+    #[arg(long, default_value = "ffmpeg")]
+    ffmpeg: PathBuf,
+    /// The `ffprobe` program (a path, or a name looked up on PATH).
+    #[arg(long, default_value = "ffprobe")]
+    ffprobe: PathBuf,
+    /// Largest upload in bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    max_upload: u64,
+    /// Transcode workers running at once.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
 }
 
 /// Runs the chosen origin until SIGINT or SIGTERM.
@@ -44,7 +63,7 @@ pub fn run(command: OriginCommand) -> ExitCode {
         let (name, listen) = match &command {
             OriginCommand::Urls(c) => ("urls", c.listen),
             OriginCommand::Orders(c) => ("orders", c.listen),
-            OriginCommand::Video(c) => ("video", c.listen),
+            OriginCommand::Video(c) => ("video", c.common.listen),
         };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -60,7 +79,13 @@ pub fn run(command: OriginCommand) -> ExitCode {
                 origin::orders::run(config, listener, terminated()).await
             }
             OriginCommand::Video(c) => {
-                let config = origin::video::Config { data_dir: c.data };
+                let config = origin::video::Config {
+                    ffmpeg: c.ffmpeg,
+                    ffprobe: c.ffprobe,
+                    max_upload: c.max_upload,
+                    workers: c.workers,
+                    ..origin::video::Config::new(c.common.data)
+                };
                 origin::video::run(config, listener, terminated()).await
             }
         }
