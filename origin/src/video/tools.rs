@@ -324,6 +324,6 @@ mod tests {
         .await;
         assert!(matches!(missing, Err(RunError::Spawn(_))));
         assert_eq!(resolve(Path::new("/nonexistent/ffmpeg")).await, None);
-        assert_eq!(resolve(Path::new("sh")).await.is_some(), true);
+        assert!(resolve(Path::new("sh")).await.is_some());
     }
 }
