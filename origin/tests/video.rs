@@ -720,3 +720,39 @@ async fn a_job_stopped_by_shutdown_resumes_after_a_restart() {
     assert_eq!(s["title"], "resumed");
     svc.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_transcodes_time_out_and_the_queue_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clip = std::fs::read(make_clip(dir.path()).await).unwrap();
+    let stuck = dir.path().join("stuck-ffmpeg");
+    script(&stuck, "exec sleep 60");
+    let mut config = test_config(&data);
+    config.ffmpeg = stuck;
+    config.attempt_timeout = Duration::from_millis(300);
+    config.max_attempts = 2;
+    config.max_queued = 1;
+    let svc = start(config).await;
+
+    let r = upload(&svc.base, "", clip.clone()).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // One video waiting is the limit: the next is refused, nothing written for it.
+    let r = upload(&svc.base, "", clip.clone()).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(entries(&data.join("uploads")), vec![id.clone()]);
+
+    let s = wait_for(&svc.base, &id, "failed").await;
+    assert_eq!(s["attempts"], 2);
+    assert_eq!(s["error"], "gave up after 2 attempts: timed out after 0.3s");
+    assert_nothing_written(&data);
+    // The queue drained: uploads are taken again.
+    assert_eq!(upload(&svc.base, "", clip).await.status(), 202);
+    let m = metrics(&svc.base).await;
+    assert!(m.contains("video_uploads_total{result=\"busy\"} 1"), "{m}");
+    svc.stop().await.unwrap();
+}

@@ -9,7 +9,7 @@ use super::store::Status;
 /// Upload outcomes, the job gauge, transcode times and failures.
 pub struct Metrics {
     /// `video_uploads_total{result}`: accepted, too_large, not_video, bad_request,
-    /// unavailable, error.
+    /// unavailable (no ffmpeg, or too many uploads at once), busy (queue full), error.
     pub uploads: IntCounterVec,
     /// `video_jobs{state}`: videos in each status (queued, processing, ready, failed).
     pub jobs: IntGaugeVec,
@@ -50,6 +50,7 @@ impl Metrics {
             "not_video",
             "bad_request",
             "unavailable",
+            "busy",
             "error",
         ] {
             uploads.with_label_values(&[result]);

@@ -26,12 +26,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::routing::{get, post};
 use axum::Router;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::http::{self, ApiError, BoxError};
 
 pub use ladder::{default_ladder, Rung};
-pub use store::{Rendition, SqliteStore, Status, Video, VideoStore};
+use store::{SqliteStore, Status, VideoStore};
 
 use metrics::Metrics;
 
@@ -60,6 +60,11 @@ pub struct Config {
     /// Wait before the first retry; doubled for each further one, at most 10 minutes.
     /// Default 5 s.
     pub retry_backoff: Duration,
+    /// Most videos waiting or being transcoded at once; further uploads get 429 until the
+    /// queue drains. Default 100.
+    pub max_queued: u64,
+    /// Most uploads received at once; further ones get 503. Default 8.
+    pub max_concurrent_uploads: usize,
     /// `max-age` of published playlists in seconds (segments are always immutable for a
     /// year). Default 3600.
     pub playlist_max_age: u32,
@@ -79,6 +84,8 @@ impl Config {
             attempt_timeout: Duration::from_secs(30 * 60),
             max_attempts: 3,
             retry_backoff: Duration::from_secs(5),
+            max_queued: 100,
+            max_concurrent_uploads: 8,
             playlist_max_age: 3600,
         }
     }
@@ -93,6 +100,9 @@ impl Config {
         }
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
+        }
+        if self.max_queued == 0 || self.max_concurrent_uploads == 0 {
+            return Err("max_queued and max_concurrent_uploads must be at least 1".into());
         }
         if self.attempt_timeout.is_zero() {
             return Err("attempt_timeout must be positive".into());
@@ -128,6 +138,8 @@ struct Service {
     ready: RwLock<HashSet<String>>,
     /// Wakes an idle worker when a job is queued.
     wake: Notify,
+    /// Permits for uploads being received.
+    uploading: Semaphore,
 }
 
 impl Service {
@@ -184,9 +196,15 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
+    let mut config = config;
     config.check()?;
+    tokio::fs::create_dir_all(&config.data_dir)
+        .await
+        .map_err(|e| format!("video: cannot create {}: {e}", config.data_dir.display()))?;
+    // Absolute, so no path handed to ffmpeg can be read as an option.
+    config.data_dir = tokio::fs::canonicalize(&config.data_dir).await?;
     let dirs = Dirs::new(&config.data_dir);
-    for dir in [&config.data_dir, &dirs.uploads, &dirs.work, &dirs.media] {
+    for dir in [&dirs.uploads, &dirs.work, &dirs.media] {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| format!("video: cannot create {}: {e}", dir.display()))?;
@@ -197,6 +215,7 @@ pub async fn run(
 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry)?;
+    let config_uploads = config.max_concurrent_uploads;
     let service = Arc::new(Service {
         config,
         dirs,
@@ -204,6 +223,7 @@ pub async fn run(
         metrics,
         ready: RwLock::new(HashSet::new()),
         wake: Notify::new(),
+        uploading: Semaphore::new(config_uploads),
     });
     worker::recover(&service).await?;
     service.refresh_jobs_gauge().await;

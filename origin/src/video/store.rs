@@ -138,8 +138,6 @@ pub trait VideoStore: Send + Sync {
     fn recover(&self, max_attempts: u32) -> Result<usize, StoreError>;
     /// How many videos are in each status.
     fn counts(&self) -> Result<Vec<(Status, u64)>, StoreError>;
-    /// Whether a video `id` exists.
-    fn exists(&self, id: &str) -> Result<bool, StoreError>;
 }
 
 /// The embedded SQLite store (WAL mode, one connection).
@@ -379,14 +377,6 @@ impl VideoStore for SqliteStore {
                 }
             }
             Ok(counts)
-        })
-    }
-
-    fn exists(&self, id: &str) -> Result<bool, StoreError> {
-        self.with(|c| {
-            c.query_row("SELECT 1 FROM videos WHERE id = ?1", [id], |_| Ok(()))
-                .optional()
-                .map(|r| r.is_some())
         })
     }
 }

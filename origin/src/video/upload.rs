@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::sniff::{sniff, Sniffed, SNIFF_LEN};
-use super::{names, now_ms, tools, Config, Service};
+use super::{names, now_ms, tools, Config, Service, Status};
 use crate::http::ApiError;
 
 /// The upload's query: `?title=...&name=...`.
@@ -66,6 +66,7 @@ pub(super) async fn upload(
                 StatusCode::PAYLOAD_TOO_LARGE => "too_large",
                 StatusCode::UNSUPPORTED_MEDIA_TYPE => "not_video",
                 StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+                StatusCode::TOO_MANY_REQUESTS => "busy",
                 s if s.is_client_error() => "bad_request",
                 _ => "error",
             };
@@ -95,6 +96,25 @@ async fn receive(
     tools_available(&service.config)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let _permit = service.uploading.try_acquire().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many uploads in progress, try again later",
+        )
+    })?;
+    let waiting = service
+        .api_store(|s| s.counts())
+        .await?
+        .iter()
+        .filter(|(status, _)| matches!(status, Status::Queued | Status::Processing))
+        .map(|(_, n)| n)
+        .sum::<u64>();
+    if waiting >= service.config.max_queued {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many videos waiting to be transcoded, try again later",
+        ));
+    }
     let max = service.config.max_upload;
     let too_large = || {
         ApiError::new(

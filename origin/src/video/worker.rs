@@ -152,6 +152,12 @@ async fn attempt(
     let config = &service.config;
     let deadline = Instant::now() + config.attempt_timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
+    // Each run gets what is left of the attempt's limit; a timeout reports the whole limit.
+    let limit = config.attempt_timeout;
+    let stopped = |e: RunError| match e {
+        RunError::TimedOut(_) => Stop::Retry(RunError::TimedOut(limit).to_string()),
+        other => Stop::from(other),
+    };
     let (Some(ffmpeg), Some(ffprobe)) = (
         tools::resolve(&config.ffmpeg).await,
         tools::resolve(&config.ffprobe).await,
@@ -160,7 +166,9 @@ async fn attempt(
             "transcoding unavailable: ffmpeg not found".into(),
         ));
     };
-    let json = tools::run(&ffprobe, &tools::probe_args(source), left(), stop).await?;
+    let json = tools::run(&ffprobe, &tools::probe_args(source), left(), stop)
+        .await
+        .map_err(stopped)?;
     let probe =
         tools::parse_probe(&json).map_err(|e| Stop::Permanent(format!("not a video: {e}")))?;
     let rungs = ladder::pick(&config.ladder, probe.height);
@@ -176,7 +184,9 @@ async fn attempt(
         probe.has_audio,
         config.segment_seconds,
     );
-    tools::run(&ffmpeg, &args, left(), stop).await?;
+    tools::run(&ffmpeg, &args, left(), stop)
+        .await
+        .map_err(stopped)?;
 
     let renditions = check_output(work_dir, &rungs)
         .await
