@@ -26,3 +26,4 @@ mod telemetry;
 mod timeouts;
 mod tls;
 mod upgrade;
+mod video;

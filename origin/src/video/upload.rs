@@ -3,11 +3,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -33,6 +35,9 @@ pub(super) async fn tools_available(config: &Config) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Longest an upload may send nothing before it is dropped.
+const UPLOAD_IDLE: Duration = Duration::from_secs(60);
 
 /// A file removed when dropped unless kept: a refused or abandoned upload leaves nothing.
 struct Partial {
@@ -134,14 +139,12 @@ async fn receive(
     }
 
     let mut stream = body.into_data_stream();
-    let interrupted = |e: axum::Error| ApiError::bad_request(format!("upload interrupted: {e}"));
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_LEN);
-    let mut rest: Option<bytes::Bytes> = None;
+    let mut rest: Option<Bytes> = None;
     while head.len() < SNIFF_LEN {
-        let Some(chunk) = stream.next().await else {
+        let Some(chunk) = next_chunk(&mut stream).await? else {
             break;
         };
-        let chunk = chunk.map_err(interrupted)?;
         let take = chunk.len().min(SNIFF_LEN - head.len());
         head.extend_from_slice(&chunk[..take]);
         if take < chunk.len() {
@@ -157,10 +160,6 @@ async fn receive(
 
     let id = names::new_id();
     let part_path = service.dirs.uploads.join(format!("{id}.part"));
-    let mut part = Partial {
-        path: part_path.clone(),
-        keep: false,
-    };
     let write_err = |e: std::io::Error| ApiError::internal(format!("writing an upload: {e}"));
     let mut file = tokio::fs::OpenOptions::new()
         .write(true)
@@ -168,13 +167,18 @@ async fn receive(
         .open(&part_path)
         .await
         .map_err(write_err)?;
+    // From here on the file is ours: removed unless the upload is accepted.
+    let mut part = Partial {
+        path: part_path.clone(),
+        keep: false,
+    };
     let mut size = 0u64;
-    let mut pending = Some(bytes::Bytes::from(head)).into_iter().chain(rest);
+    let mut pending = Some(Bytes::from(head)).into_iter().chain(rest);
     loop {
         let chunk = match pending.next() {
             Some(chunk) => chunk,
-            None => match stream.next().await {
-                Some(chunk) => chunk.map_err(interrupted)?,
+            None => match next_chunk(&mut stream).await? {
+                Some(chunk) => chunk,
                 None => break,
             },
         };
@@ -207,6 +211,22 @@ async fn receive(
         axum::Json(serde_json::json!({ "id": id, "status": "queued" })),
     )
         .into_response())
+}
+
+/// The next chunk of the body; a client that sends nothing for [`UPLOAD_IDLE`] gets 408.
+async fn next_chunk(stream: &mut BodyDataStream) -> Result<Option<Bytes>, ApiError> {
+    match tokio::time::timeout(UPLOAD_IDLE, stream.next()).await {
+        Ok(None) => Ok(None),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        Ok(Some(Err(e))) => Err(ApiError::bad_request(format!("upload interrupted: {e}"))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "upload stalled: nothing received for {}s",
+                UPLOAD_IDLE.as_secs()
+            ),
+        )),
+    }
 }
 
 /// The `filename` parameter of a `Content-Disposition` header, if any (quoted or a token).
