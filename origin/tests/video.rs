@@ -756,3 +756,115 @@ async fn stuck_transcodes_time_out_and_the_queue_is_bounded() {
     assert!(m.contains("video_uploads_total{result=\"busy\"} 1"), "{m}");
     svc.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_time_out_and_concurrent_uploads_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut config = test_config(&data);
+    config.max_concurrent_uploads = 1;
+    config.upload_idle_timeout = Duration::from_millis(500);
+    let svc = start(config).await;
+    let mut start_of_video = b"\0\0\0\x18ftypisom\0\0\x02\0".to_vec();
+    start_of_video.resize(2000, 1);
+
+    // An upload that sends its first bytes, then nothing.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    tx.send(start_of_video.clone()).await.unwrap();
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    let url = format!("{}/api/videos", svc.base);
+    let stalled = tokio::spawn(
+        reqwest::Client::new()
+            .post(url)
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while entries(&data.join("uploads")).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // It holds the only upload slot.
+    let r = upload(&svc.base, "", start_of_video.clone()).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "too many uploads in progress, try again later"
+    );
+
+    // Then it is dropped with 408 and its partial file removed.
+    let answer = tokio::time::timeout(Duration::from_secs(5), stalled)
+        .await
+        .expect("the stalled upload is answered")
+        .unwrap();
+    let r = answer.expect("the 408 reaches the client");
+    assert_eq!(r.status(), 408);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "upload stalled: nothing received for 0.5s"
+    );
+    assert_nothing_written(&data);
+    drop(tx);
+    assert_eq!(upload(&svc.base, "", start_of_video).await.status(), 202);
+    svc.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_silent_sources_are_not_upscaled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clip = dir.path().join("small.mp4");
+    let made = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=2:size=160x120:rate=25",
+        ])
+        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .await
+        .unwrap();
+    assert!(made.success());
+    let svc = start(test_config(&data)).await;
+    let r = upload(&svc.base, "", std::fs::read(&clip).unwrap()).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = wait_for(&svc.base, &id, "ready").await;
+    let renditions = s["renditions"].as_array().unwrap();
+    assert_eq!(renditions.len(), 1, "{s}");
+    assert_eq!(renditions[0]["name"], "144p");
+    assert_eq!(
+        (
+            renditions[0]["width"].as_u64(),
+            renditions[0]["height"].as_u64()
+        ),
+        (Some(160), Some(120))
+    );
+    assert!(
+        !renditions[0]["codecs"].as_str().unwrap().contains("mp4a"),
+        "{s}"
+    );
+    let master = reqwest::get(format!("{}/videos/{id}/master.m3u8", svc.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        master.contains("144p/index.m3u8") && !master.contains("240p"),
+        "{master}"
+    );
+    svc.stop().await.unwrap();
+}

@@ -65,6 +65,8 @@ pub struct Config {
     pub max_queued: u64,
     /// Most uploads received at once; further ones get 503. Default 8.
     pub max_concurrent_uploads: usize,
+    /// Longest an upload may send nothing before it is answered 408 and dropped. Default 60 s.
+    pub upload_idle_timeout: Duration,
     /// `max-age` of published playlists in seconds (segments are always immutable for a
     /// year). Default 3600.
     pub playlist_max_age: u32,
@@ -86,6 +88,7 @@ impl Config {
             retry_backoff: Duration::from_secs(5),
             max_queued: 100,
             max_concurrent_uploads: 8,
+            upload_idle_timeout: Duration::from_secs(60),
             playlist_max_age: 3600,
         }
     }
@@ -104,8 +107,8 @@ impl Config {
         if self.max_queued == 0 || self.max_concurrent_uploads == 0 {
             return Err("max_queued and max_concurrent_uploads must be at least 1".into());
         }
-        if self.attempt_timeout.is_zero() {
-            return Err("attempt_timeout must be positive".into());
+        if self.attempt_timeout.is_zero() || self.upload_idle_timeout.is_zero() {
+            return Err("attempt_timeout and upload_idle_timeout must be positive".into());
         }
         Ok(())
     }

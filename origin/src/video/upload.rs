@@ -36,9 +36,6 @@ pub(super) async fn tools_available(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Longest an upload may send nothing before it is dropped.
-const UPLOAD_IDLE: Duration = Duration::from_secs(60);
-
 /// A file removed when dropped unless kept: a refused or abandoned upload leaves nothing.
 struct Partial {
     path: PathBuf,
@@ -138,11 +135,12 @@ async fn receive(
         }
     }
 
+    let idle = service.config.upload_idle_timeout;
     let mut stream = body.into_data_stream();
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_LEN);
     let mut rest: Option<Bytes> = None;
     while head.len() < SNIFF_LEN {
-        let Some(chunk) = next_chunk(&mut stream).await? else {
+        let Some(chunk) = next_chunk(&mut stream, idle).await? else {
             break;
         };
         let take = chunk.len().min(SNIFF_LEN - head.len());
@@ -177,7 +175,7 @@ async fn receive(
     loop {
         let chunk = match pending.next() {
             Some(chunk) => chunk,
-            None => match next_chunk(&mut stream).await? {
+            None => match next_chunk(&mut stream, idle).await? {
                 Some(chunk) => chunk,
                 None => break,
             },
@@ -213,9 +211,12 @@ async fn receive(
         .into_response())
 }
 
-/// The next chunk of the body; a client that sends nothing for [`UPLOAD_IDLE`] gets 408.
-async fn next_chunk(stream: &mut BodyDataStream) -> Result<Option<Bytes>, ApiError> {
-    match tokio::time::timeout(UPLOAD_IDLE, stream.next()).await {
+/// The next chunk of the body; a client that sends nothing for `idle` gets 408.
+async fn next_chunk(
+    stream: &mut BodyDataStream,
+    idle: Duration,
+) -> Result<Option<Bytes>, ApiError> {
+    match tokio::time::timeout(idle, stream.next()).await {
         Ok(None) => Ok(None),
         Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
         Ok(Some(Err(e))) => Err(ApiError::bad_request(format!("upload interrupted: {e}"))),
@@ -223,7 +224,7 @@ async fn next_chunk(stream: &mut BodyDataStream) -> Result<Option<Bytes>, ApiErr
             StatusCode::REQUEST_TIMEOUT,
             format!(
                 "upload stalled: nothing received for {}s",
-                UPLOAD_IDLE.as_secs()
+                idle.as_secs_f64()
             ),
         )),
     }
