@@ -108,14 +108,12 @@ pub fn ffmpeg_args(
     has_audio: bool,
     segment_seconds: u32,
 ) -> Vec<OsString> {
-    let mut args: Vec<OsString> = Vec::new();
-    let mut push = |s: &str| args.push(s.into());
-    for a in ["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"] {
-        push(a);
-    }
-    let mut args_tail: Vec<OsString> = Vec::new();
-    let mut tail = |s: String| args_tail.push(s.into());
+    let mut head: Vec<OsString> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-i"]
+        .map(OsString::from)
+        .to_vec();
+    head.push(input.as_os_str().to_owned());
 
+    // One decode, split into a scaled copy per rung.
     let n = rungs.len();
     let mut graph = format!("[0:v:0]split={n}");
     for i in 0..n {
@@ -124,65 +122,66 @@ pub fn ffmpeg_args(
     for (i, rung) in rungs.iter().enumerate() {
         graph.push_str(&format!(";[s{i}]scale=-2:{}[v{i}]", rung.height));
     }
-    tail("-filter_complex".into());
-    tail(graph);
+    head.extend(["-filter_complex".into(), graph.into()]);
+
+    // Output options; the paths come last.
+    let mut args: Vec<String> = Vec::new();
     for i in 0..n {
-        tail("-map".into());
-        tail(format!("[v{i}]"));
+        args.extend(["-map".into(), format!("[v{i}]")]);
         if has_audio {
-            tail("-map".into());
-            tail("0:a:0".into());
+            args.extend(["-map".into(), "0:a:0".into()]);
         }
     }
-    for a in [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-profile:v",
-        "main",
-        "-pix_fmt",
-        "yuv420p",
-        "-force_key_frames",
-    ] {
-        tail(a.into());
-    }
-    tail(format!("expr:gte(t,n_forced*{segment_seconds})"));
+    args.extend(
+        [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "main",
+            "-pix_fmt",
+            "yuv420p",
+        ]
+        .map(String::from),
+    );
+    // Key frames exactly at segment boundaries, so every rendition cuts at the same times.
+    args.extend([
+        "-force_key_frames".into(),
+        format!("expr:gte(t,n_forced*{segment_seconds})"),
+    ]);
     for (i, rung) in rungs.iter().enumerate() {
         let kbps = rung.video_kbps;
-        tail(format!("-b:v:{i}"));
-        tail(format!("{kbps}k"));
-        tail(format!("-maxrate:v:{i}"));
-        tail(format!("{}k", kbps + kbps * 7 / 100));
-        tail(format!("-bufsize:v:{i}"));
-        tail(format!("{}k", kbps + kbps / 2));
+        args.extend([format!("-b:v:{i}"), format!("{kbps}k")]);
+        args.extend([
+            format!("-maxrate:v:{i}"),
+            format!("{}k", kbps + kbps * 7 / 100),
+        ]);
+        args.extend([format!("-bufsize:v:{i}"), format!("{}k", kbps + kbps / 2)]);
         if has_audio {
-            tail(format!("-b:a:{i}"));
-            tail(format!("{}k", rung.audio_kbps));
+            args.extend([format!("-b:a:{i}"), format!("{}k", rung.audio_kbps)]);
         }
     }
     if has_audio {
-        for a in ["-c:a", "aac", "-ac", "2"] {
-            tail(a.into());
-        }
+        args.extend(["-c:a", "aac", "-ac", "2"].map(String::from));
     }
-    for a in [
-        "-f",
-        "hls",
-        "-hls_time",
-        &segment_seconds.to_string(),
-        "-hls_playlist_type",
-        "vod",
-        "-hls_flags",
-        "independent_segments",
-        "-hls_segment_type",
-        "mpegts",
-        "-master_pl_name",
-        names::MASTER_PLAYLIST,
-        "-var_stream_map",
-    ] {
-        tail(a.into());
-    }
+    args.extend(
+        [
+            "-f",
+            "hls",
+            "-hls_time",
+            &segment_seconds.to_string(),
+            "-hls_playlist_type",
+            "vod",
+            "-hls_flags",
+            "independent_segments",
+            "-hls_segment_type",
+            "mpegts",
+            "-master_pl_name",
+            names::MASTER_PLAYLIST,
+        ]
+        .map(String::from),
+    );
     let map: Vec<String> = rungs
         .iter()
         .enumerate()
@@ -194,24 +193,14 @@ pub fn ffmpeg_args(
             }
         })
         .collect();
-    tail(map.join(" "));
-    tail("-hls_segment_filename".into());
-    args_tail.push(
-        out_dir
-            .join("%v")
-            .join(names::SEGMENT_TEMPLATE)
-            .into_os_string(),
-    );
-    args_tail.push(
-        out_dir
-            .join("%v")
-            .join(names::MEDIA_PLAYLIST)
-            .into_os_string(),
-    );
+    args.extend(["-var_stream_map".into(), map.join(" ")]);
 
-    args.push(input.as_os_str().to_owned());
-    args.extend(args_tail);
-    args
+    head.extend(args.into_iter().map(OsString::from));
+    let per_rendition = out_dir.join("%v");
+    head.push("-hls_segment_filename".into());
+    head.push(per_rendition.join(names::SEGMENT_TEMPLATE).into_os_string());
+    head.push(per_rendition.join(names::MEDIA_PLAYLIST).into_os_string());
+    head
 }
 
 #[cfg(test)]
