@@ -1,9 +1,11 @@
-//! `meridian origin NAME`: runs one of the origin services as its own process, with its
-//! settings from the stack file (`-c conf/stack.yaml`, section `origins.NAME`) or from flags.
+//! `meridian origin NAME`: runs one of the origin services as its own process. Its settings
+//! come from the stack file (`-c conf/stack.yaml`, section `origins.NAME`; data under
+//! `DATA/NAME`), then from flags, which win.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
@@ -13,11 +15,11 @@ use crate::stack::StackConfig;
 #[derive(Subcommand)]
 pub enum OriginCommand {
     /// The URL shortener.
-    Urls(Common),
+    Urls(UrlsArgs),
     /// Food-delivery orders (the saga).
     Orders(OrdersArgs),
     /// The video pipeline (upload → ffmpeg → HLS).
-    Video(Common),
+    Video(VideoArgs),
 }
 
 /// What every origin is told.
@@ -32,6 +34,25 @@ pub struct Common {
     /// Directory of its embedded store, created if missing (overrides the stack file).
     #[arg(long)]
     data: Option<PathBuf>,
+}
+
+/// The URL shortener's flags.
+#[derive(Args)]
+pub struct UrlsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Base of the short URLs, as clients reach them (the gateway).
+    #[arg(long)]
+    public_base: Option<String>,
+    /// Longest `Cache-Control: max-age` of a redirect, in seconds.
+    #[arg(long)]
+    redirect_max_age: Option<u64>,
+    /// How often counted clicks are written to the store, in milliseconds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    flush_interval_ms: Option<u64>,
+    /// Pending clicks that trigger a write before the interval is up.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    flush_max: Option<u64>,
 }
 
 /// The orders service's flags.
@@ -51,6 +72,25 @@ pub struct OrdersArgs {
     crash_after_append: bool,
 }
 
+/// The video service's flags.
+#[derive(Args)]
+pub struct VideoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The `ffmpeg` program (a path, or a name looked up on PATH).
+    #[arg(long)]
+    ffmpeg: Option<PathBuf>,
+    /// The `ffprobe` program (a path, or a name looked up on PATH).
+    #[arg(long)]
+    ffprobe: Option<PathBuf>,
+    /// Largest upload in bytes.
+    #[arg(long)]
+    max_upload: Option<u64>,
+    /// Transcode workers running at once.
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
 /// Where an origin listens and keeps its data, and the stack file if one was given.
 struct Placement {
     listen: SocketAddr,
@@ -64,10 +104,15 @@ impl Common {
             Some(path) => Some(StackConfig::load(path).map_err(|e| e.to_string())?),
             None => None,
         };
-        let section = stack.as_ref().map(|s| s.origins.section(name));
+        let from_stack = stack.as_ref().and_then(|s| {
+            s.origin_addresses()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, a)| a)
+        });
         let listen = self
             .listen
-            .or(section.map(|s| s.listen))
+            .or(from_stack)
             .ok_or("give --listen, or -c with a stack file")?;
         let data = self
             .data
@@ -85,9 +130,9 @@ impl Common {
 /// Runs the chosen origin until SIGINT or SIGTERM.
 pub fn run(command: OriginCommand) -> ExitCode {
     let (name, common) = match &command {
-        OriginCommand::Urls(c) => ("urls", c),
-        OriginCommand::Orders(c) => ("orders", &c.common),
-        OriginCommand::Video(c) => ("video", c),
+        OriginCommand::Urls(a) => ("urls", &a.common),
+        OriginCommand::Orders(a) => ("orders", &a.common),
+        OriginCommand::Video(a) => ("video", &a.common),
     };
     let placement = match common.place(name) {
         Ok(p) => p,
@@ -107,45 +152,83 @@ pub fn run(command: OriginCommand) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let Placement {
-            listen,
-            data,
-            stack,
-        } = placement;
-        let _ = &stack;
+        let listen = placement.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("{name}: cannot listen on {listen}: {e}"))?;
         log::info!(
             "origin {name} listening on {listen}, data in {}",
-            data.display()
+            placement.data.display()
         );
-        let shutdown = crate::stack::terminated();
-        match command {
-            OriginCommand::Urls(_) => {
-                let config = origin::urls::Config { data_dir: data };
-                origin::urls::run(config, listener, shutdown).await
-            }
-            OriginCommand::Orders(c) => {
-                let config = origin::orders::Config {
-                    participants_url: c.participants_url,
-                    faults: c.faults,
-                    crash_after_append: c.crash_after_append,
-                    ..origin::orders::Config::new(data)
-                };
-                origin::orders::run(config, listener, shutdown).await
-            }
-            OriginCommand::Video(_) => {
-                let config = origin::video::Config { data_dir: data };
-                origin::video::run(config, listener, shutdown).await
-            }
-        }
+        serve(command, placement, listener).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    command: OriginCommand,
+    placement: Placement,
+    listener: tokio::net::TcpListener,
+) -> Result<(), origin::http::BoxError> {
+    let Placement { data, stack, .. } = placement;
+    let origins = stack.map(|s| s.origins);
+    let shutdown = crate::stack::terminated();
+    match command {
+        OriginCommand::Urls(a) => {
+            let mut c = origin::urls::Config::new(data);
+            if let Some(o) = &origins {
+                o.urls.apply(&mut c);
+            }
+            if let Some(v) = a.public_base {
+                c.public_base = v;
+            }
+            if let Some(v) = a.redirect_max_age {
+                c.redirect_max_age = Duration::from_secs(v);
+            }
+            if let Some(v) = a.flush_interval_ms {
+                c.flush_interval = Duration::from_millis(v);
+            }
+            if let Some(v) = a.flush_max {
+                c.flush_max = v;
+            }
+            origin::urls::run(c, listener, shutdown).await
+        }
+        OriginCommand::Orders(a) => {
+            let mut c = origin::orders::Config::new(data);
+            if let Some(o) = &origins {
+                o.orders.apply(&mut c);
+            }
+            if a.participants_url.is_some() {
+                c.participants_url = a.participants_url;
+            }
+            c.faults |= a.faults;
+            c.crash_after_append = a.crash_after_append;
+            origin::orders::run(c, listener, shutdown).await
+        }
+        OriginCommand::Video(a) => {
+            let mut c = origin::video::Config::new(data);
+            if let Some(o) = &origins {
+                o.video.apply(&mut c);
+            }
+            if let Some(v) = a.ffmpeg {
+                c.ffmpeg = v;
+            }
+            if let Some(v) = a.ffprobe {
+                c.ffprobe = v;
+            }
+            if let Some(v) = a.max_upload {
+                c.max_upload = v;
+            }
+            if let Some(v) = a.workers {
+                c.workers = v;
+            }
+            origin::video::run(c, listener, shutdown).await
         }
     }
 }

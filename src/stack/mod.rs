@@ -103,15 +103,10 @@ async fn start_all(
     env: &[(&str, &Path)],
     procs: &mut Vec<Proc>,
 ) -> Result<(), String> {
-    let origins = [
-        ("urls", &stack.origins.urls),
-        ("orders", &stack.origins.orders),
-        ("video", &stack.origins.video),
-    ];
-    for (name, section) in origins {
+    for (name, listen) in stack.origin_addresses() {
         let mut p = Proc::spawn(name, &["origin", name, "-c", stack_file], env)
             .map_err(|e| format!("cannot start {name}: {e}"))?;
-        let url = format!("http://{}/healthz", section.listen);
+        let url = format!("http://{listen}/healthz");
         let ready = p.ready(client, &url, READY_WITHIN).await;
         procs.push(p);
         ready?;
@@ -166,12 +161,8 @@ fn print_banner(stack: &StackConfig, meridians: &[(&'static str, gateway::config
             ));
         }
     }
-    for (name, s) in [
-        ("urls", &stack.origins.urls),
-        ("orders", &stack.origins.orders),
-        ("video", &stack.origins.video),
-    ] {
-        lines.push(format!("  {name:<8} http://{}", s.listen));
+    for (name, listen) in stack.origin_addresses() {
+        lines.push(format!("  {name:<8} http://{listen}"));
     }
     lines.push("Walk-through: README.md, \"Try it\". Ctrl-C stops everything.".to_string());
     println!("{}", lines.join("\n"));

@@ -28,3 +28,4 @@ mod timeouts;
 mod tls;
 mod upgrade;
 mod urls;
+mod video;
