@@ -22,6 +22,7 @@ mod rate_limit;
 mod reload;
 mod retries;
 mod routing;
+mod tier;
 mod telemetry;
 mod timeouts;
 mod tls;
