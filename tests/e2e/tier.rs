@@ -252,7 +252,12 @@ fn every_example_config_passes_check() {
                 path.display(),
                 String::from_utf8_lossy(&out.stderr)
             );
-            checked.push(path.file_name().expect("name").to_string_lossy().to_string());
+            checked.push(
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .to_string(),
+            );
         }
     }
     checked.sort();

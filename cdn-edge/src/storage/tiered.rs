@@ -245,13 +245,11 @@ impl Storage for TieredStorage {
         if foreign_target(&target) {
             return Ok(PurgeOutcome::NotFound);
         }
-        Ok(
-            if self.expire_object(target.key().combined_bin()).await? {
-                PurgeOutcome::Expired
-            } else {
-                PurgeOutcome::NotFound
-            },
-        )
+        Ok(if self.expire_object(target.key().combined_bin()).await? {
+            PurgeOutcome::Expired
+        } else {
+            PurgeOutcome::NotFound
+        })
     }
 
     async fn update_meta(

@@ -242,9 +242,7 @@ pub(crate) fn resolve_shields(
         };
         for t in &up.targets {
             match t.host.parse::<IpAddr>() {
-                Ok(ip) => shield
-                    .shields
-                    .push((SocketAddr::new(ip, t.port), t.weight)),
+                Ok(ip) => shield.shields.push((SocketAddr::new(ip, t.port), t.weight)),
                 Err(_) => {
                     errs.add(
                         shield.at,
@@ -530,7 +528,12 @@ mod tests {
         let cfg = load_str(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
         let tier = cfg.cache.expect("storage").tier.expect("tier");
         assert_eq!((tier.name(), tier.max_hops()), ("edge-a", 3));
-        let shield = cfg.routes[0].cache.clone().expect("cache").shield.expect("shield");
+        let shield = cfg.routes[0]
+            .cache
+            .clone()
+            .expect("cache")
+            .shield
+            .expect("shield");
         assert_eq!(shield.upstream, "s");
         assert_eq!(shield.fallback, ShieldFallback::Origin);
         assert_eq!(
@@ -563,11 +566,19 @@ mod tests {
                 "unknown value \"retry\"; expected one of origin, error",
             ),
             (
-                with_shields("[127.0.0.1:2]", "{ tier: { name: \"a,b\" } }", "{ upstream: s }"),
+                with_shields(
+                    "[127.0.0.1:2]",
+                    "{ tier: { name: \"a,b\" } }",
+                    "{ upstream: s }",
+                ),
                 "cache.tier.name: tier name \"a,b\" must be",
             ),
             (
-                with_shields("[127.0.0.1:2]", "{ tier: { name: e, max_hops: 0 } }", "{ upstream: s }"),
+                with_shields(
+                    "[127.0.0.1:2]",
+                    "{ tier: { name: e, max_hops: 0 } }",
+                    "{ upstream: s }",
+                ),
                 "cache.tier.max_hops: expected a whole number from 1 to 16",
             ),
             (

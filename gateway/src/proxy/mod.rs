@@ -254,7 +254,12 @@ impl ProxyHttp for MeridianProxy {
         if let Err(e) = tier::check_loop(&plan, session.req_header()) {
             log::warn!("request {} refused: {e}", ctx.request_id);
             return self
-                .refuse(session, ctx, cdn_edge::shield::LOOP_DETECTED, "tier loop detected")
+                .refuse(
+                    session,
+                    ctx,
+                    cdn_edge::shield::LOOP_DETECTED,
+                    "tier loop detected",
+                )
                 .await;
         }
         let limits = &plan.config.limits;

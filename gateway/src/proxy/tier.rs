@@ -112,7 +112,10 @@ pub fn begin(session: &Session, ctx: &mut RequestCtx) {
     if ctx.attempts > 0 || ctx.shield.is_some() {
         return;
     }
-    if !matches!(session.cache.phase(), CachePhase::Miss | CachePhase::Expired) {
+    if !matches!(
+        session.cache.phase(),
+        CachePhase::Miss | CachePhase::Expired
+    ) {
         return;
     }
     let Some(plan) = ctx.cache.plan.as_ref().and_then(|p| p.shield.clone()) else {
