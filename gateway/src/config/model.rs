@@ -716,6 +716,17 @@ pub enum ShieldFallback {
     Error,
 }
 
+impl CacheStorage {
+    /// Whether `other` creates the same storage (everything but `tier`, which a reload
+    /// applies).
+    pub fn same_storage(&self, other: &CacheStorage) -> bool {
+        self.memory == other.memory
+            && self.memory_max_object == other.memory_max_object
+            && self.disk == other.disk
+            && self.max_object == other.max_object
+    }
+}
+
 /// The disk tier of the cache storage.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CacheDisk {

@@ -252,7 +252,7 @@ impl ProxyHttp for MeridianProxy {
 
         let plan = ctx.plan.clone();
         if let Err(e) = tier::check_loop(&plan, session.req_header()) {
-            log::warn!("request {} refused: {e}", ctx.request_id);
+            log::debug!("request {} refused: {e}", ctx.request_id);
             return self
                 .refuse(
                     session,
