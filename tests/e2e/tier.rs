@@ -34,11 +34,23 @@ fn edge_config(
     shields: &[SocketAddr],
     fallback: &str,
 ) -> String {
+    edge_config_ttl(port, tier, origin, shields, fallback, "60s")
+}
+
+/// [`edge_config`] with the route's `default_ttl`.
+fn edge_config_ttl(
+    port: u16,
+    tier: &str,
+    origin: SocketAddr,
+    shields: &[SocketAddr],
+    fallback: &str,
+    ttl: &str,
+) -> String {
     let targets: Vec<String> = shields.iter().map(|s| format!("\"{s}\"")).collect();
     with_listener(
         port,
         &format!(
-            "{}upstreams:\n  origin: {{ targets: [\"{origin}\"] }}\n  shields: {{ targets: [{}], timeouts: {{ connect: 1s }}, retries: {{ attempts: 0 }} }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{ default_ttl: 60s, shield: {{ upstream: shields, fallback: {fallback} }} }}\n",
+            "{}upstreams:\n  origin: {{ targets: [\"{origin}\"] }}\n  shields: {{ targets: [{}], timeouts: {{ connect: 1s }}, retries: {{ attempts: 0 }} }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{ default_ttl: {ttl}, shield: {{ upstream: shields, fallback: {fallback} }} }}\n",
             cache_section(tier),
             targets.join(", ")
         ),
@@ -153,6 +165,56 @@ async fn edge_shield_origin_hashing() {
     assert_eq!(get(&c, ea, fresh, None).await.0, 200);
     assert_eq!(get(&c, ea, fresh, None).await.0, 200);
     assert_eq!(origin.hits(), N + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_object_is_refetched_through_the_shield() {
+    let origin = Upstream::start("origin").await;
+    let s = free_port();
+    let _shield = Meridian::start(&shield_config(s, "shield-1", origin.addr));
+    let e = free_port();
+    let edge = Meridian::start(&edge_config_ttl(
+        e,
+        "edge-a",
+        origin.addr,
+        &[addr(s)],
+        "error",
+        "1s",
+    ));
+    let c = client();
+    let cache_status = |c: reqwest::Client| async move {
+        let resp = c
+            .get(format!("http://127.0.0.1:{e}/r"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        resp.headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(cache_status(c.clone()).await.contains("fwd=uri-miss"));
+    // Poll (bounded) until the edge's copy expired and was fetched again.
+    let mut refetched = String::new();
+    for _ in 0..40 {
+        let cs = cache_status(c.clone()).await;
+        if !cs.contains("; hit") {
+            refetched = cs;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refetched.contains("fwd=stale"), "{refetched}");
+    // The refetch went to the shield (still fresh there), not to the origin.
+    assert_eq!(origin.hits(), 1);
+    let text = metrics(&c, &edge).await;
+    let line = format!(
+        "meridian_cache_shield_requests_total{{result=\"ok\",shield=\"{}\"}}",
+        addr(s)
+    );
+    assert_eq!(sample(&text, &line), 2, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -222,11 +222,11 @@ pub(crate) fn resolve_shields(
     storage: Option<&CacheStorage>,
     errs: &mut Errors,
 ) {
-    for (i, route) in routes.iter_mut().enumerate() {
+    for route in routes.iter_mut() {
+        let path = format!("routes: route {}: cache.shield.upstream", route.name);
         let Some(shield) = route.cache.as_mut().and_then(|c| c.shield.as_mut()) else {
             continue;
         };
-        let path = format!("routes[{i}].cache.shield.upstream");
         if storage.is_some_and(|s| s.tier.is_none()) {
             errs.add(
                 shield.at,
@@ -551,7 +551,7 @@ mod tests {
         let cases = [
             (
                 with_shields("[127.0.0.1:2]", "{}", "{ upstream: s }"),
-                "routes[0].cache.shield.upstream: a shield needs this process's tier name",
+                "t.yaml:4:76: routes: route route-0: cache.shield.upstream: a shield needs this process's tier name",
             ),
             (
                 with_shields("[shield.example:80]", ok_tier, "{ upstream: s }"),

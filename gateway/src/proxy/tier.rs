@@ -112,9 +112,10 @@ pub fn begin(session: &Session, ctx: &mut RequestCtx) {
     if ctx.attempts > 0 || ctx.shield.is_some() {
         return;
     }
+    // A revalidation goes upstream in the `Stale` phase (`Expired` once refetched in full).
     if !matches!(
         session.cache.phase(),
-        CachePhase::Miss | CachePhase::Expired
+        CachePhase::Miss | CachePhase::Stale | CachePhase::Expired
     ) {
         return;
     }
