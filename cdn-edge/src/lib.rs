@@ -21,5 +21,6 @@ pub mod shield;
 pub mod status;
 pub mod storage;
 pub mod surrogate;
+pub mod variants;
 
 pub use storage::{DiskConfig, StatsSnapshot, StorageConfig, StorageStats, TieredStorage};

@@ -12,6 +12,10 @@
 //! * `meridian_cache_prefetch_total{result}`: HLS segment prefetches, `enqueued`, `dropped`
 //!   (queue full), `deduplicated`, `fetched`, `failed`; `meridian_cache_prefetch_bytes_total`:
 //!   body bytes they read. From [`crate::hls::PrefetchStatsSnapshot`].
+//! * `meridian_cache_shield_requests_total{shield,result}`: fills sent to a parent tier, by
+//!   shield address (bounded by the configured shields) and `ok` (answered), `error` (failed
+//!   after connecting), `connect_error` (failed over); `{shield="origin",result="fallback"}`
+//!   counts fills that went to the origin because every shield refused.
 
 use std::sync::OnceLock;
 
@@ -37,6 +41,7 @@ pub struct CacheMetrics {
     prefetch_bytes: IntCounter,
     /// The prefetch counters last copied into `prefetch` and `prefetch_bytes`.
     last_prefetch: Mutex<PrefetchStatsSnapshot>,
+    shield: IntCounterVec,
 }
 
 impl CacheMetrics {
@@ -101,6 +106,14 @@ impl CacheMetrics {
         registry.register(Box::new(storage_objects.clone()))?;
         registry.register(Box::new(evictions.clone()))?;
         registry.register(Box::new(corrupt.clone()))?;
+        let shield = IntCounterVec::new(
+            Opts::new(
+                "meridian_cache_shield_requests_total",
+                "Cache fills sent to a parent tier (shield), by shield and outcome.",
+            ),
+            &["shield", "result"],
+        )?;
+        registry.register(Box::new(shield.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -113,6 +126,7 @@ impl CacheMetrics {
             prefetch,
             prefetch_bytes,
             last_prefetch: Mutex::new(PrefetchStatsSnapshot::default()),
+            shield,
         })
     }
 
@@ -142,6 +156,11 @@ impl CacheMetrics {
         self.bytes
             .with_label_values(&[source])
             .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    /// Counts one fill attempt on `shield` (an address, or `origin` for the fallback).
+    pub fn shield(&self, shield: &str, result: &'static str) {
+        self.shield.with_label_values(&[shield, result]).inc();
     }
 
     /// Copies the storage's fill and counters (call before rendering).
@@ -237,6 +256,8 @@ mod tests {
             ..PrefetchStatsSnapshot::default()
         });
         assert_eq!(m.prefetch.with_label_values(&["fetched"]).get(), 5);
+        m.shield("127.0.0.1:1", "ok");
+        assert_eq!(m.shield.with_label_values(&["127.0.0.1:1", "ok"]).get(), 1);
         let names: Vec<String> = m.gather().iter().map(|f| f.name().to_string()).collect();
         assert!(names.contains(&"meridian_cache_requests_total".to_string()));
         assert_eq!(result(&hit), "hit");

@@ -31,6 +31,14 @@ pub struct Shields {
     count: usize,
 }
 
+impl fmt::Debug for Shields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shields")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shields {
     /// A ring over `shields` (weights of 0 count as 1). Duplicate addresses are kept once,
     /// with the first weight.
@@ -136,6 +144,16 @@ impl TierGuard {
             name: name.to_owned(),
             max_hops,
         })
+    }
+
+    /// The tier's name, as it appears in the hop header.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The most tiers a request may have crossed before reaching this one.
+    pub fn max_hops(&self) -> usize {
+        self.max_hops
     }
 
     /// Checks the incoming hop headers (each a comma-separated list of tier names; repeated

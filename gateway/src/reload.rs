@@ -107,7 +107,11 @@ impl GatewayState {
                     .to_string(),
             );
         }
-        if cfg.cache != old.config.cache {
+        let same_storage = match (&cfg.cache, &old.config.cache) {
+            (Some(new), Some(was)) => new.same_storage(was),
+            (new, was) => new.is_none() && was.is_none(),
+        };
+        if !same_storage {
             warnings.push(
                 "cache storage changes (sizes, disk path) are applied by a restart".to_string(),
             );

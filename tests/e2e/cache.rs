@@ -676,6 +676,64 @@ async fn purge_by_url_surrogate_key_and_soft() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purge_by_url_reaches_every_vary_variant() {
+    let origin = Origin::start().await;
+    origin.set(
+        "/v",
+        canned(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("vary", "Accept-Language"),
+                ("etag", "\"e\""),
+            ],
+            "lang={lang}",
+        ),
+    );
+    let (m, port) = start_edge(&origin, "{ vary: [accept-language] }");
+    let c = client();
+    let langs = ["en", "fr", "de"];
+    let fetch = |lang: &'static str| {
+        let c = c.clone();
+        async move {
+            let (status, cs, _, body) = get(&c, port, "/v", &[("accept-language", lang)]).await;
+            assert_eq!(status, 200);
+            assert_eq!(body, format!("lang={lang}").as_bytes(), "{cs}");
+            cs
+        }
+    };
+    for lang in langs {
+        assert!(fetch(lang).await.contains("fwd=uri-miss"));
+    }
+    for lang in langs {
+        assert!(fetch(lang).await.contains("; hit"));
+    }
+    assert_eq!(origin.hits("/v"), 3);
+    let url = format!("{{\"url\": \"http://127.0.0.1:{port}/v\"");
+
+    // Soft purge: every variant is stale and revalidated.
+    let v = purge(&m, &format!("{url}, \"soft\": true}}")).await;
+    assert_eq!(v["purged"], 3, "{v}");
+    for lang in langs {
+        let cs = fetch(lang).await;
+        assert!(cs.contains("fwd=stale; fwd-status=304"), "{lang}: {cs}");
+    }
+    assert_eq!(origin.hits("/v"), 6);
+    for lang in langs {
+        assert!(fetch(lang).await.contains("; hit"));
+    }
+
+    // Hard purge: every variant misses.
+    let v = purge(&m, &format!("{url}}}")).await;
+    assert_eq!(v["purged"], 3, "{v}");
+    for lang in langs {
+        let cs = fetch(lang).await;
+        assert!(cs.contains("fwd=uri-miss"), "{lang}: {cs}");
+    }
+    assert_eq!(origin.hits("/v"), 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn disk_tier_survives_a_restart_and_drops_corrupt_objects() {
     let origin = Origin::start().await;
     origin.set(

@@ -24,6 +24,7 @@ mod reload;
 mod retries;
 mod routing;
 mod telemetry;
+mod tier;
 mod timeouts;
 mod tls;
 mod upgrade;

@@ -23,6 +23,7 @@ use super::disk::{DiskLookup, DiskTier};
 use super::memory::{CompleteHit, MemoryTier, TempObject};
 use super::stats::{incr, StatsSnapshot, StorageStats};
 use super::{MetaBytes, ObjectKey, StorageConfig};
+use crate::variants::VariantIndex;
 
 /// Memory tier in front of an optional disk tier.
 ///
@@ -32,6 +33,7 @@ pub struct TieredStorage {
     memory: MemoryTier,
     disk: Option<DiskTier>,
     stats: Arc<StorageStats>,
+    variants: VariantIndex,
 }
 
 impl TieredStorage {
@@ -48,6 +50,7 @@ impl TieredStorage {
             memory: MemoryTier::new(config.memory_bytes, config.memory_max_object, stats.clone()),
             disk,
             stats,
+            variants: VariantIndex::default(),
         })
     }
 
@@ -71,6 +74,38 @@ impl TieredStorage {
     /// Returns whether anything was stored. For the admin API.
     pub async fn purge_key(&self, key: &CompactCacheKey) -> Result<bool> {
         self.remove(key.combined_bin()).await
+    }
+
+    /// Removes every `Vary` variant stored for the URL whose primary key is `primary` (the
+    /// primary slot and each secondary variant the [`VariantIndex`] knows), from every tier.
+    /// Returns how many objects were stored.
+    pub async fn purge_url(&self, primary: &CompactCacheKey) -> Result<usize> {
+        let mut found = usize::from(self.remove(primary.primary).await?);
+        for object in self.variants.take(&primary.primary) {
+            found += usize::from(self.remove(object).await?);
+        }
+        Ok(found)
+    }
+
+    /// Marks every `Vary` variant stored for the URL whose primary key is `primary` stale
+    /// (soft purge). Returns how many objects were stored.
+    pub async fn expire_url(&self, primary: &CompactCacheKey) -> Result<usize> {
+        let mut found = usize::from(self.expire_object(primary.primary).await?);
+        for object in self.variants.get(&primary.primary) {
+            found += usize::from(self.expire_object(object).await?);
+        }
+        Ok(found)
+    }
+
+    /// Marks one object stale in every tier; returns whether any held it.
+    async fn expire_object(&self, key: ObjectKey) -> Result<bool> {
+        let now = SystemTime::now();
+        let expire = move |meta: &MetaBytes| {
+            let mut meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+            meta.expire_at(now);
+            meta.serialize()
+        };
+        self.rewrite_meta(key, expire).await
     }
 
     async fn remove(&self, key: ObjectKey) -> Result<bool> {
@@ -171,6 +206,9 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let object = key.combined_bin();
+        if key.variance_bin().is_some() {
+            self.variants.record(key.primary_bin(), object);
+        }
         let (id, temp) = self.memory.start_write(object, meta.serialize()?);
         Ok(Box::new(TieredMiss {
             storage: self,
@@ -207,22 +245,11 @@ impl Storage for TieredStorage {
         if foreign_target(&target) {
             return Ok(PurgeOutcome::NotFound);
         }
-        let now = SystemTime::now();
-        let expire = move |meta: &MetaBytes| {
-            let mut meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
-            meta.expire_at(now);
-            meta.serialize()
-        };
-        Ok(
-            if self
-                .rewrite_meta(target.key().combined_bin(), expire)
-                .await?
-            {
-                PurgeOutcome::Expired
-            } else {
-                PurgeOutcome::NotFound
-            },
-        )
+        Ok(if self.expire_object(target.key().combined_bin()).await? {
+            PurgeOutcome::Expired
+        } else {
+            PurgeOutcome::NotFound
+        })
     }
 
     async fn update_meta(

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! A URL is keyed as a request for it would be: the route it matches gives the query rule.
-//! Answers `{"purged": N}` with the number of objects found.
+//! A purge by URL reaches every `Vary` variant of it (see [`cdn_edge::variants`]). Answers
+//! `{"purged": N}` with the number of objects found.
 
 use cdn_edge::key::QueryRule;
 use pingora::protocols::http::ServerSession;
@@ -52,7 +53,19 @@ pub(super) async fn purge(session: &mut ServerSession, plan: &Plan) -> Result<Va
         format!("expected {{\"url\": \"http://host/path\"}} or {{\"surrogate_key\": \"k\"}}: {e}")
     })?;
     let keys = match (&req.url, &req.surrogate_key) {
-        (Some(url), None) => vec![url_key(url, plan)?],
+        (Some(url), None) => {
+            let key = url_key(url, plan)?;
+            let found = if req.soft {
+                edge.storage.expire_url(&key).await
+            } else {
+                edge.storage.purge_url(&key).await
+            };
+            let purged = found.unwrap_or_else(|e| {
+                log::warn!("cache purge of {url} failed: {e}");
+                0
+            });
+            return Ok(json!({ "purged": purged, "soft": req.soft }));
+        }
         (None, Some(k)) if req.soft => edge.surrogates.get(k),
         (None, Some(k)) => edge.surrogates.take(k),
         _ => return Err("expected exactly one of url or surrogate_key".into()),
@@ -84,7 +97,7 @@ async fn remove(edge: &EdgeCache, key: &CompactCacheKey, soft: bool) -> pingora:
     }
 }
 
-/// The cache key of a GET for `url`, with the query rule of the route it matches.
+/// The primary cache key of a GET for `url`, with the query rule of the route it matches.
 fn url_key(url: &str, plan: &Plan) -> Result<CompactCacheKey, String> {
     let uri: http::Uri = url
         .parse()

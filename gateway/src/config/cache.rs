@@ -1,7 +1,11 @@
 //! Reading the top-level `cache:` (storage) section and a route's `cache:` section.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
+
+use cdn_edge::shield::{TierGuard, TIER_HEADER};
 
 use super::error::Errors;
 use cdn_edge::hls::{HlsRules, MAX_PREFETCH};
@@ -9,7 +13,10 @@ use cdn_edge::hls::{HlsRules, MAX_PREFETCH};
 use super::fields::{
     choice, duration, list_of, non_empty, number, positive_duration, size, size_usize, Fields,
 };
-use super::model::{CacheDisk, CacheProfile, CacheQuery, CacheStorage, RouteCache};
+use super::model::{
+    CacheDisk, CacheProfile, CacheQuery, CacheStorage, Route, RouteCache, RouteShield,
+    ShieldFallback, Upstream,
+};
 use super::yaml::Node;
 
 /// Most names in a query allow/deny list or a `vary` list.
@@ -22,6 +29,10 @@ const MAX_PLAYLIST_BYTES: usize = 16 << 20;
 const MAX_HLS_TTL: Duration = Duration::from_secs(365 * 86_400);
 /// Smallest memory tier.
 const MIN_MEMORY: u64 = 64 * 1024;
+/// Largest `tier.max_hops`.
+const MAX_HOPS: u64 = 16;
+/// Default `tier.max_hops`: an edge, a shield and one more level.
+const DEFAULT_MAX_HOPS: usize = 3;
 
 /// Reads the top-level `cache:` section.
 pub(crate) fn read_storage(
@@ -39,6 +50,7 @@ pub(crate) fn read_storage(
     let memory_max_object = f.get_or("memory_max_object", 16 << 20, errs, positive_size);
     let disk = f.get("disk", errs, |n, p, e| read_disk(n, p, e, base));
     let max_object = f.get("max_object", errs, positive_size);
+    let tier = f.get("tier", errs, read_tier);
     f.finish(errs);
     if memory < MIN_MEMORY {
         errs.add(
@@ -52,7 +64,29 @@ pub(crate) fn read_storage(
         memory_max_object: memory_max_object.min(memory),
         disk,
         max_object,
+        tier,
     })
+}
+
+/// `tier: { name, max_hops }`.
+fn read_tier(node: &Node, path: &str, errs: &mut Errors) -> Option<TierGuard> {
+    let mut f = Fields::open(node, path, errs)?;
+    let mut name_pos = f.pos();
+    let name = f.require("name", errs, |n, p, e| {
+        name_pos = n.pos;
+        non_empty(n, p, e)
+    });
+    let max_hops = f.get_or("max_hops", DEFAULT_MAX_HOPS, errs, |n, p, e| {
+        number(n, p, e, 1, MAX_HOPS)
+    });
+    f.finish(errs);
+    match TierGuard::new(&name?, max_hops) {
+        Ok(guard) => Some(guard),
+        Err(why) => {
+            errs.add(name_pos, format!("{path}.name: {why}"));
+            None
+        }
+    }
 }
 
 fn read_disk(node: &Node, path: &str, errs: &mut Errors, base: &Path) -> Option<CacheDisk> {
@@ -81,7 +115,12 @@ fn positive_size(node: &Node, path: &str, errs: &mut Errors) -> Option<u64> {
 }
 
 /// Reads a route's `cache:` section.
-pub(crate) fn read_route_cache(node: &Node, path: &str, errs: &mut Errors) -> Option<RouteCache> {
+pub(crate) fn read_route_cache(
+    node: &Node,
+    path: &str,
+    errs: &mut Errors,
+    upstreams: &BTreeSet<String>,
+) -> Option<RouteCache> {
     let mut f = Fields::open(node, path, errs)?;
     let profile = f.get_or("profile", CacheProfile::Default, errs, |n, p, e| {
         choice(
@@ -113,6 +152,7 @@ pub(crate) fn read_route_cache(node: &Node, path: &str, errs: &mut Errors) -> Op
             read_hls(n, p, e)
         })
         .unwrap_or_default();
+    let shield = f.get("shield", errs, |n, p, e| read_shield(n, p, e, upstreams));
     f.finish(errs);
     if let (Some(pos), CacheProfile::Default) = (hls_pos, profile) {
         errs.add(pos, format!("{path}.hls: expected profile: hls with hls:"));
@@ -136,7 +176,89 @@ pub(crate) fn read_route_cache(node: &Node, path: &str, errs: &mut Errors) -> Op
         lock_timeout,
         max_object,
         hls,
+        shield,
     })
+}
+
+/// `shield: { upstream: NAME, fallback: origin | error }`.
+fn read_shield(
+    node: &Node,
+    path: &str,
+    errs: &mut Errors,
+    upstreams: &BTreeSet<String>,
+) -> Option<RouteShield> {
+    let mut f = Fields::open(node, path, errs)?;
+    let mut at = f.pos();
+    let upstream = f.require("upstream", errs, |n, p, e| {
+        at = n.pos;
+        super::routes::upstream_ref(n, p, e, upstreams)
+    });
+    let fallback = f.get_or("fallback", ShieldFallback::Origin, errs, |n, p, e| {
+        choice(
+            n,
+            p,
+            e,
+            &[
+                ("origin", ShieldFallback::Origin),
+                ("error", ShieldFallback::Error),
+            ],
+        )
+    });
+    f.finish(errs);
+    Some(RouteShield {
+        upstream: upstream?,
+        fallback,
+        shields: Vec::new(),
+        at,
+    })
+}
+
+/// Fills in each route's shields from its shield upstream's targets, which must be IP
+/// literals (the ring is fixed for the life of a config; DNS would move keys between
+/// shields), and requires `cache.tier` when a route has a shield (loop prevention).
+pub(crate) fn resolve_shields(
+    routes: &mut [Route],
+    upstreams: &BTreeMap<String, Upstream>,
+    storage: Option<&CacheStorage>,
+    errs: &mut Errors,
+) {
+    for route in routes.iter_mut() {
+        let path = format!("routes: route {}: cache.shield.upstream", route.name);
+        let Some(shield) = route.cache.as_mut().and_then(|c| c.shield.as_mut()) else {
+            continue;
+        };
+        if storage.is_some_and(|s| s.tier.is_none()) {
+            errs.add(
+                shield.at,
+                format!(
+                    "{path}: a shield needs this process's tier name for loop prevention \
+                     (expected cache: {{ tier: {{ name: edge-a }} }})"
+                ),
+            );
+        }
+        let Some(up) = upstreams.get(&shield.upstream) else {
+            // Reported where the upstream itself is read.
+            continue;
+        };
+        for t in &up.targets {
+            match t.host.parse::<IpAddr>() {
+                Ok(ip) => shield.shields.push((SocketAddr::new(ip, t.port), t.weight)),
+                Err(_) => {
+                    errs.add(
+                        shield.at,
+                        format!(
+                            "{path}: upstream \"{}\" has target \"{}\"; shield targets must be \
+                             IP addresses so every edge hashes over the same ring",
+                            shield.upstream,
+                            t.authority()
+                        ),
+                    );
+                    shield.shields.clear();
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A route's `cache.hls:` section (the [`HlsRules`] fields; every one optional).
@@ -273,6 +395,13 @@ fn header_names(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<String
             );
             return None;
         }
+        if name.eq_ignore_ascii_case(TIER_HEADER) {
+            errs.add(
+                node.pos,
+                format!("{path}: \"{TIER_HEADER}\" is the tier hop header and cannot be keyed"),
+            );
+            return None;
+        }
         out.push(name.to_ascii_lowercase());
     }
     Some(out)
@@ -282,7 +411,7 @@ fn header_names(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<String
 mod tests {
     use std::time::Duration;
 
-    use crate::config::{load_str, CacheProfile, CacheQuery};
+    use crate::config::{load_str, CacheProfile, CacheQuery, ShieldFallback};
 
     const HEAD: &str = "listeners: [{ name: p, address: 127.0.0.1:8080 }]\nupstreams: { o: { targets: [127.0.0.1:1] } }\n";
 
@@ -377,6 +506,87 @@ mod tests {
         ];
         for (cache, want) in cases {
             let text = format!("{}cache: {{}}\n", route(cache));
+            let err = load_str(&text, "t.yaml").expect_err(want).to_string();
+            assert!(err.contains(want), "{want}\n  not in\n{err}");
+        }
+    }
+
+    /// A config with an origin and a `shields` upstream whose targets are `shields`.
+    fn with_shields(shields: &str, storage: &str, shield: &str) -> String {
+        format!(
+            "listeners: [{{ name: p, address: 127.0.0.1:8080 }}]\nupstreams: {{ o: {{ targets: [127.0.0.1:1] }}, s: {{ targets: {shields} }} }}\nroutes:\n  - {{ match: {{ path_prefix: / }}, upstream: o, cache: {{ shield: {shield} }} }}\ncache: {storage}\n"
+        )
+    }
+
+    #[test]
+    fn tier_and_shield_read_with_defaults() {
+        let text = with_shields(
+            "[127.0.0.1:2, { address: \"[::1]:3\", weight: 4 }]",
+            "{ tier: { name: edge-a } }",
+            "{ upstream: s }",
+        );
+        let cfg = load_str(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let tier = cfg.cache.expect("storage").tier.expect("tier");
+        assert_eq!((tier.name(), tier.max_hops()), ("edge-a", 3));
+        let shield = cfg.routes[0]
+            .cache
+            .clone()
+            .expect("cache")
+            .shield
+            .expect("shield");
+        assert_eq!(shield.upstream, "s");
+        assert_eq!(shield.fallback, ShieldFallback::Origin);
+        assert_eq!(
+            shield.shields,
+            vec![
+                ("127.0.0.1:2".parse().expect("addr"), 1),
+                ("[::1]:3".parse().expect("addr"), 4)
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_tiers_and_shields_are_explained() {
+        let ok_tier = "{ tier: { name: edge-a } }";
+        let cases = [
+            (
+                with_shields("[127.0.0.1:2]", "{}", "{ upstream: s }"),
+                "t.yaml:4:76: routes: route route-0: cache.shield.upstream: a shield needs this process's tier name",
+            ),
+            (
+                with_shields("[shield.example:80]", ok_tier, "{ upstream: s }"),
+                "shield targets must be IP addresses",
+            ),
+            (
+                with_shields("[127.0.0.1:2]", ok_tier, "{ upstream: nope }"),
+                "routes[0].cache.shield.upstream: unknown upstream \"nope\"",
+            ),
+            (
+                with_shields("[127.0.0.1:2]", ok_tier, "{ upstream: s, fallback: retry }"),
+                "unknown value \"retry\"; expected one of origin, error",
+            ),
+            (
+                with_shields(
+                    "[127.0.0.1:2]",
+                    "{ tier: { name: \"a,b\" } }",
+                    "{ upstream: s }",
+                ),
+                "cache.tier.name: tier name \"a,b\" must be",
+            ),
+            (
+                with_shields(
+                    "[127.0.0.1:2]",
+                    "{ tier: { name: e, max_hops: 0 } }",
+                    "{ upstream: s }",
+                ),
+                "cache.tier.max_hops: expected a whole number from 1 to 16",
+            ),
+            (
+                format!("{}cache: {{}}\n", route("{ vary: [X-Meridian-Tier] }")),
+                "is the tier hop header and cannot be keyed",
+            ),
+        ];
+        for (text, want) in cases {
             let err = load_str(&text, "t.yaml").expect_err(want).to_string();
             assert!(err.contains(want), "{want}\n  not in\n{err}");
         }

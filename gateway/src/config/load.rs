@@ -103,7 +103,7 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
         .as_ref()
         .map(|u| u.declared.clone())
         .unwrap_or_default();
-    let routes = f.get_or("routes", Vec::new(), errs, |n, _, e| {
+    let mut routes = f.get_or("routes", Vec::new(), errs, |n, _, e| {
         Some(read_routes(n, &declared, e))
     });
     let limits = f.get_or("limits", Limits::default(), errs, read_limits);
@@ -117,6 +117,9 @@ fn read_config(root: &Node, base: &Path, errs: &mut Errors) -> Option<Config> {
         super::cache::read_storage(n, p, e, base)
     });
     f.finish(errs);
+    if let Some(u) = &upstreams {
+        super::cache::resolve_shields(&mut routes, &u.valid, cache.as_ref(), errs);
+    }
     if !cache_written {
         if let Some(route) = routes.iter().find(|r| r.cache.is_some()) {
             errs.add(

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cdn_edge::hls::HlsRules;
+use cdn_edge::shield::TierGuard;
 use ipnet::IpNet;
 use serde::{Serialize, Serializer};
 
@@ -669,6 +670,61 @@ pub struct CacheStorage {
     pub disk: Option<CacheDisk>,
     /// Largest object stored at all, over every tier (default: the largest tier's limit).
     pub max_object: Option<u64>,
+    /// This process's place in a cache hierarchy (`tier: { name, max_hops }`): its name,
+    /// appended to `x-meridian-tier` on every forwarded request, and the loop limits checked
+    /// on every incoming one. `None`: no hop header is checked or added. Required when a
+    /// route has `cache.shield`.
+    #[serde(serialize_with = "ser_tier")]
+    pub tier: Option<TierGuard>,
+}
+
+/// Serializes a tier in config syntax.
+fn ser_tier<S: Serializer>(t: &Option<TierGuard>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let Some(t) = t else {
+        return s.serialize_none();
+    };
+    let mut m = s.serialize_map(Some(2))?;
+    m.serialize_entry("name", t.name())?;
+    m.serialize_entry("max_hops", &t.max_hops())?;
+    m.end()
+}
+
+/// A cached route's parent tier (`routes[].cache.shield:`): misses and revalidations go to
+/// one target of `upstream`, chosen by consistent hashing of the cache key.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RouteShield {
+    /// The upstream whose targets are the shields (IP literals; weights are ring shares).
+    pub upstream: String,
+    /// What to do when no shield can be connected to.
+    pub fallback: ShieldFallback,
+    /// The shields (the upstream's targets), filled in when the config is read.
+    #[serde(skip)]
+    pub shields: Vec<(SocketAddr, u32)>,
+    /// Where `upstream` was written.
+    #[serde(skip)]
+    pub at: Position,
+}
+
+/// What a cached route does when every shield refused the connection.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ShieldFallback {
+    /// Go to the route's own upstream (the origin) directly (default).
+    Origin,
+    /// Answer 502.
+    Error,
+}
+
+impl CacheStorage {
+    /// Whether `other` creates the same storage (everything but `tier`, which a reload
+    /// applies).
+    pub fn same_storage(&self, other: &CacheStorage) -> bool {
+        self.memory == other.memory
+            && self.memory_max_object == other.memory_max_object
+            && self.disk == other.disk
+            && self.max_object == other.max_object
+    }
 }
 
 /// The disk tier of the cache storage.
@@ -711,6 +767,8 @@ pub struct RouteCache {
     /// The HLS rules (`hls:`), used when `profile` is `hls`.
     #[serde(serialize_with = "ser_hls")]
     pub hls: HlsRules,
+    /// The parent tier misses go to; `None`: straight to the route's upstream.
+    pub shield: Option<RouteShield>,
 }
 
 /// Serializes HLS rules in config syntax.

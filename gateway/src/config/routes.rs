@@ -97,7 +97,9 @@ fn read_route(
     let circuit_breaker = f.get("circuit_breaker", errs, |n, p, e| {
         read_breaker(n, p, e, upstreams)
     });
-    let cache = f.get("cache", errs, super::cache::read_route_cache);
+    let cache = f.get("cache", errs, |n, p, e| {
+        super::cache::read_route_cache(n, p, e, upstreams)
+    });
     let route_pos = f.pos();
     f.finish(errs);
 
@@ -142,7 +144,7 @@ fn read_route(
 }
 
 /// A reference to a defined upstream.
-fn upstream_ref(
+pub(crate) fn upstream_ref(
     node: &Node,
     path: &str,
     errs: &mut Errors,

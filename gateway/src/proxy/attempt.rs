@@ -14,6 +14,7 @@
 //! Circuit breakers ([`admit`]): the route's breaker is asked once per request, the upstream's
 //! once per attempt; an open breaker answers 503 `circuit open` or its fallback.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,7 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use super::ctx::RequestCtx;
+use super::tier::{self, NextHop};
 use crate::config::{BreakerFallback, HashKey, Upstream};
 use crate::plan::{Plan, UpstreamPlan};
 use crate::upstream::{backoff, hash_key, is_idempotent, should_retry, Outcome, SelectKey};
@@ -47,6 +49,15 @@ pub async fn next_peer(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> pingora::Result<Box<HttpPeer>> {
+    tier::begin(session, ctx);
+    match tier::next_hop(ctx) {
+        Some(NextHop::Shield(addr)) => return shield_peer(ctx, addr),
+        Some(NextHop::Unavailable) => {
+            ctx.reason = Some(NO_SHIELD);
+            return Err(status_error(502, NO_SHIELD));
+        }
+        Some(NextHop::Origin) | None => {}
+    }
     let Some(upstream) = ctx.upstream.clone() else {
         ctx.reason = Some("no upstream for route");
         return Err(status_error(503, "no upstream for route"));
@@ -91,7 +102,37 @@ pub async fn next_peer(
     ctx.attempt_start = Some(Instant::now());
     ctx.attempts += 1;
     ctx.reported = false;
+    Ok(Box::new(peer_for(&upstream, addr, left)))
+}
 
+/// The reason of a fill refused because no shield could be connected to.
+const NO_SHIELD: &str = "no shield reachable";
+
+/// The peer of an attempt on a shield (through the shield upstream, now `ctx.upstream`).
+/// Nothing is reported to the shield upstream's pool: the ring, not the balancer, chose it.
+fn shield_peer(ctx: &mut RequestCtx, addr: SocketAddr) -> pingora::Result<Box<HttpPeer>> {
+    let Some(upstream) = ctx.upstream.clone() else {
+        ctx.reason = Some(NO_SHIELD);
+        return Err(status_error(502, NO_SHIELD));
+    };
+    let left = (ctx.start + upstream.pool.config().timeouts.total)
+        .saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        ctx.reason = Some("upstream total timeout");
+        return Err(status_error(504, "upstream total timeout"));
+    }
+    ctx.tried.push(addr);
+    ctx.target = None;
+    ctx.inflight = None;
+    ctx.attempt_start = Some(Instant::now());
+    ctx.attempts += 1;
+    ctx.reported = true;
+    Ok(Box::new(peer_for(&upstream, addr, left)))
+}
+
+/// A peer for `addr` of `upstream` with its timeouts (capped at `left`), TLS and keep-alive.
+fn peer_for(upstream: &UpstreamPlan, addr: SocketAddr, left: Duration) -> HttpPeer {
+    let up = upstream.pool.config();
     let (tls, sni) = match &up.tls {
         Some(t) => (
             true,
@@ -117,7 +158,7 @@ pub async fn next_peer(
         o.ca = upstream.ca.clone();
         o.alpn = if t.http2 { ALPN::H2H1 } else { ALPN::H1 };
     }
-    Ok(Box::new(peer))
+    peer
 }
 
 /// The hash a consistent-hash balancer selects by (`None` for other algorithms).
@@ -217,6 +258,14 @@ pub fn connect_failed(
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
 ) -> Box<Error> {
+    if let Some(retry) = tier::connect_failed(ctx) {
+        // Failing over to the next shield (or the origin) is bounded by the shield count.
+        e.set_retry(retry);
+        if !retry {
+            ctx.reason.get_or_insert(NO_SHIELD);
+        }
+        return e;
+    }
     report(ctx, Outcome::ConnectError);
     let retry = may_retry(session, ctx, &Outcome::ConnectError, false);
     e.set_retry(retry);
@@ -245,6 +294,7 @@ pub fn proxy_failed(
     };
     let upstream_side = e.esource() == &ErrorSource::Upstream;
     if upstream_side {
+        tier::attempt_done(ctx, false);
         report(ctx, outcome);
     }
     let retry = upstream_side && may_retry(session, ctx, &outcome, true);
@@ -261,6 +311,7 @@ pub fn response_received(
 ) -> pingora::Result<()> {
     ctx.upstream_status = Some(status);
     ctx.upstream_time = ctx.attempt_start.map(|t| t.elapsed());
+    tier::attempt_done(ctx, true);
     let outcome = Outcome::Status(status);
     report(ctx, outcome);
     if may_retry(session, ctx, &outcome, true) {

@@ -132,6 +132,8 @@ pub struct RouteCachePlan {
     pub lock_timeout: Duration,
     /// Largest object this route stores (`None`: the storage's limit).
     pub max_object: Option<u64>,
+    /// The parent tier fills go to, when the route has `shield:`.
+    pub shield: Option<Arc<super::tier::ShieldPlan>>,
 }
 
 impl RouteCachePlan {
@@ -160,6 +162,10 @@ impl RouteCachePlan {
                 .collect(),
             lock_timeout: cfg.lock_timeout,
             max_object: cfg.max_object,
+            shield: cfg
+                .shield
+                .as_ref()
+                .map(|s| Arc::new(super::tier::ShieldPlan::new(s))),
         })
     }
 
@@ -405,7 +411,7 @@ pub async fn finish_response(
     let Some(edge) = edge() else { return };
     if state.invalidate && (200..400).contains(&resp.status.as_u16()) {
         let key = key(session.req_header(), host, tls, state.plan.as_deref());
-        if let Err(e) = edge.storage.purge_key(&key.to_compact()).await {
+        if let Err(e) = edge.storage.purge_url(&key.to_compact()).await {
             log::warn!(
                 "cache invalidation after {} failed: {e}",
                 session.req_header().method

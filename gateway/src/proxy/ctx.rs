@@ -69,6 +69,8 @@ pub struct RequestCtx {
     pub plugins: PluginCtx,
     /// What the cache did (cached routes only).
     pub cache: super::cache::CacheState,
+    /// A fill's way through the route's shields (routes with `cache.shield`).
+    pub shield: Option<super::tier::ShieldAttempts>,
     /// Counts this request in the active-requests gauge while it lives.
     pub _active_gauge: crate::telemetry::ActiveGuard,
 }
@@ -105,6 +107,7 @@ impl RequestCtx {
             route_permit: None,
             plugins: PluginCtx::default(),
             cache: super::cache::CacheState::default(),
+            shield: None,
             _active_gauge: active_gauge,
         }
     }

@@ -13,7 +13,9 @@
 //! 7. `logging`: metrics, access log, span end, plugin logging hooks.
 //!
 //! Routes with `cache:` also run pingora-cache's hooks, all in [`cache`]: enable, key,
-//! cacheability, variance, stale serving, and `Cache-Status` in `response_filter`.
+//! cacheability, variance, stale serving, and `Cache-Status` in `response_filter`. With a
+//! `cache.tier`, every request is checked for loops and every forwarded one carries the hop
+//! header; fills on routes with `cache.shield` go to the shield of their key ([`tier`]).
 
 mod attempt;
 pub mod cache;
@@ -24,6 +26,7 @@ mod hls;
 mod observe;
 mod prefetch;
 mod respond;
+mod tier;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -248,6 +251,17 @@ impl ProxyHttp for MeridianProxy {
         );
 
         let plan = ctx.plan.clone();
+        if let Err(e) = tier::check_loop(&plan, session.req_header()) {
+            log::debug!("request {} refused: {e}", ctx.request_id);
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    cdn_edge::shield::LOOP_DETECTED,
+                    "tier loop detected",
+                )
+                .await;
+        }
         let limits = &plan.config.limits;
         let raw = session.as_http1().map(|_| session.to_h1_raw());
         let uri_len = session.req_header().raw_path().len();
@@ -447,6 +461,7 @@ impl ProxyHttp for MeridianProxy {
         forward::strip_request_hop_by_hop(upstream_request);
         cache::upstream_request(session, upstream_request);
         forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
+        tier::forward_hops(&ctx.plan, upstream_request)?;
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(span) = &ctx.span {
             upstream_request.insert_header("traceparent", span.traceparent_for_upstream())?;
