@@ -41,6 +41,9 @@ enum Command {
         /// The stack file.
         #[arg(short, long, default_value = "conf/stack.yaml")]
         config: PathBuf,
+        /// Only validate the stack file and the configs it names; exit 1 on any error.
+        #[arg(long)]
+        check: bool,
     },
     /// Run one of the origin services of the demo platform.
     #[command(subcommand)]
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
         Command::Origin(origin) => origin_cmd::run(origin),
-        Command::Stack { config } => stack::run(&config),
+        Command::Stack { config, check } => stack::run(&config, check),
         Command::Check { config } => {
             let checked = gateway::builder::GatewayBuilder::from_file(&config)
                 .map_err(|errors| vec![errors.to_string()])

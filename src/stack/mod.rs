@@ -21,8 +21,9 @@ const STOP_WITHIN: Duration = Duration::from_secs(15);
 /// puts its disk cache there).
 pub const DATA_ENV: &str = "MERIDIAN_STACK_DATA";
 
-/// Runs the stack described by the file at `path` until it is told to stop.
-pub fn run(path: &Path) -> ExitCode {
+/// Runs the stack described by the file at `path` until it is told to stop; with `check_only`,
+/// validates the stack file and the gateway and edge configs it names, and stops there.
+pub fn run(path: &Path, check_only: bool) -> ExitCode {
     let stack = match StackConfig::load(path) {
         Ok(s) => s,
         Err(errors) => {
@@ -39,6 +40,10 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    if check_only {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
     }
     if let Err(e) = std::fs::create_dir_all(&stack.data) {
         eprintln!(
