@@ -495,14 +495,20 @@ fn dashboard_sources_load_in_order_and_are_bounded() {
 
     let defaults = load(L).unwrap_or_else(|e| panic!("{e}"));
     assert!(defaults.admin.dashboard.sources.is_empty());
-    assert_eq!(defaults.admin.dashboard.scrape_every, Duration::from_secs(2));
+    assert_eq!(
+        defaults.admin.dashboard.scrape_every,
+        Duration::from_secs(2)
+    );
 
     let many: String = (0..17)
         .map(|i| format!("s{i}: \"http://127.0.0.1:{}/metrics\", ", 9000 + i))
         .collect();
-    let errs = errors(&format!("{L}admin: {{ dashboard: {{ sources: {{ {many} }} }} }}\n"));
+    let errs = errors(&format!(
+        "{L}admin: {{ dashboard: {{ sources: {{ {many} }} }} }}\n"
+    ));
     assert!(
-        errs.to_string().contains("17 sources; at most 16 are accepted"),
+        errs.to_string()
+            .contains("17 sources; at most 16 are accepted"),
         "{errs}"
     );
 }

@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 
 use super::prom::Sample;
 
-/// Most rows (routes) kept per table; the busiest win.
+/// Most rows shown per table or group (routes, breakers, saga outcomes…); for routes the
+/// busiest win.
 pub(crate) const MAX_ROWS: usize = 64;
+/// Most buckets kept per histogram (Meridian exports 14); further bounds are ignored.
+const MAX_BUCKETS: usize = 64;
 
 /// A histogram as cumulative `(upper bound, count)` pairs, sorted by bound (`+Inf` last).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -15,14 +18,13 @@ pub(crate) struct Histogram {
 }
 
 impl Histogram {
-    /// Adds `count` to the bucket bounded by `le`.
+    /// Adds `count` to the bucket bounded by `le` (a bound beyond [`MAX_BUCKETS`] is ignored).
     fn add(&mut self, le: f64, count: f64) {
-        match self.buckets.iter_mut().find(|(b, _)| *b == le) {
-            Some((_, c)) => *c += count,
-            None => {
-                self.buckets.push((le, count));
-                self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            }
+        if let Some((_, c)) = self.buckets.iter_mut().find(|(b, _)| *b == le) {
+            *c += count;
+        } else if self.buckets.len() < MAX_BUCKETS {
+            self.buckets.push((le, count));
+            self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
     }
 
@@ -282,6 +284,15 @@ something_else 1
         };
         assert_eq!(h.quantile(0.5), Some(0.01));
         assert_eq!(Histogram::default().quantile(0.5), None);
+    }
+
+    #[test]
+    fn buckets_are_bounded() {
+        let mut h = Histogram::default();
+        for i in 0..1000 {
+            h.add(f64::from(i), 1.0);
+        }
+        assert_eq!(h.buckets.len(), MAX_BUCKETS);
     }
 
     #[test]

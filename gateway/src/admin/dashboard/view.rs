@@ -130,14 +130,21 @@ impl Panel {
             saga: now
                 .saga
                 .iter()
+                .take(MAX_ROWS)
                 .map(|(k, v)| (k.clone(), whole(*v)))
                 .collect(),
             dlq_depth: now.dlq_depth,
             clicks_flushed: now.clicks_flushed.map(whole),
-            video_jobs: now.video_jobs.clone(),
+            video_jobs: now
+                .video_jobs
+                .iter()
+                .take(MAX_ROWS)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             breakers: now
                 .breakers
                 .iter()
+                .take(MAX_ROWS)
                 .map(|b| Breaker {
                     scope: b.scope.clone(),
                     name: b.name.clone(),
@@ -204,7 +211,11 @@ fn cache(now: &BTreeMap<String, f64>, before: Option<&BTreeMap<String, f64>>) ->
             .collect()
     });
     Some(Cache {
-        results: now.iter().map(|(k, v)| (k.clone(), whole(*v))).collect(),
+        results: now
+            .iter()
+            .take(MAX_ROWS)
+            .map(|(k, v)| (k.clone(), whole(*v)))
+            .collect(),
         hit_ratio: hit_ratio(now),
         hit_ratio_window: window.as_ref().and_then(hit_ratio),
     })
