@@ -102,7 +102,7 @@ impl Target {
             "url": self.url,
             "status": status,
             "up": self.error.is_none() && self.last.is_some(),
-            "scraped_ms_ago": self.last.as_ref().map(|l| now.saturating_duration_since(l.at).as_millis()),
+            "scraped_ms_ago": self.last.as_ref().map(|l| millis(now.saturating_duration_since(l.at))),
             "panel": panel,
         })
     }
@@ -129,7 +129,7 @@ impl Dashboard {
         let now = Instant::now();
         json!({
             "rounds": state.rounds,
-            "scrape_every_ms": state.scrape_every.as_millis(),
+            "scrape_every_ms": millis(state.scrape_every),
             "gateway": state.gateway.json(now),
             "sources": state.sources.iter().map(|s| s.json(now)).collect::<Vec<_>>(),
         })
@@ -161,6 +161,11 @@ impl Dashboard {
             state.sources.push(target);
         }
     }
+}
+
+/// `d` in whole milliseconds, as a JSON-friendly `u64`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The scrape loop: one round every `scrape_every` of the current plan.
@@ -279,6 +284,16 @@ mod tests {
         );
         assert_eq!(v["sources"][0]["up"], false);
         assert_eq!(v["sources"][0]["panel"]["dlq_depth"], 2.0);
+    }
+
+    #[test]
+    fn the_page_is_self_contained() {
+        for external in [
+            "src=", "href=", "@import", "url(", "//cdn", "http://", "https://",
+        ] {
+            assert!(!PAGE.contains(external), "the page loads {external}…");
+        }
+        assert!(PAGE.contains("fetch(\"/admin/dashboard\""));
     }
 
     #[test]
