@@ -101,7 +101,11 @@ impl GatewayState {
                     .to_string(),
             );
         }
-        if cfg.admin != old.config.admin || cfg.server != old.config.server {
+        // The dashboard's sources follow the plan; the admin listener itself does not.
+        let admin_listener = |a: &config::model::Admin| (a.address, a.token.clone());
+        if admin_listener(&cfg.admin) != admin_listener(&old.config.admin)
+            || cfg.server != old.config.server
+        {
             warnings.push(
                 "admin and server settings are applied by a restart or a binary upgrade"
                     .to_string(),

@@ -12,6 +12,8 @@
 //! | `POST /admin/routes/NAME/breaker` | the same for a route's breaker |
 //! | `POST /admin/reload` | reload the config file (400 with the errors when invalid) |
 //! | `POST /admin/cache/purge` | purge cached objects: `{"url": …}` or `{"surrogate_key": …}`, `"soft": true` marks stale |
+//! | `GET /dashboard` | the live dashboard page (public: it holds no data and asks for the token) |
+//! | `GET /admin/dashboard` | the dashboard's data: this gateway, its upstreams and breakers, each source |
 
 use std::sync::Arc;
 
@@ -25,18 +27,28 @@ use crate::reload::GatewayState;
 use crate::telemetry::Metrics;
 
 mod breaker;
+mod dashboard;
 mod purge;
+
+use dashboard::Dashboard;
 
 /// The admin HTTP application.
 pub struct AdminApp {
     state: Arc<GatewayState>,
     token: Option<String>,
+    dashboard: Arc<Dashboard>,
 }
 
 impl AdminApp {
-    /// An admin app over the gateway's shared state.
+    /// An admin app over the gateway's shared state. Starts the dashboard's scrape task on the
+    /// state's control runtime.
     pub fn new(state: Arc<GatewayState>, token: Option<String>) -> Self {
-        Self { state, token }
+        let dashboard = Dashboard::start(state.plan.clone(), &state.rt);
+        Self {
+            state,
+            token,
+            dashboard,
+        }
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
@@ -146,6 +158,9 @@ impl ServeHttp for AdminApp {
                     reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
                 }
             }
+            "/dashboard" if method == http::Method::GET => {
+                return reply(StatusCode::OK, "text/html; charset=utf-8", dashboard::PAGE)
+            }
             _ => {}
         }
         if !self.authorized(session) {
@@ -173,6 +188,11 @@ impl ServeHttp for AdminApp {
                 )
             }
             ("GET", "/admin/upstreams") => json_reply(StatusCode::OK, &self.upstreams()),
+            ("GET", "/admin/dashboard") => {
+                let mut v = self.dashboard.json();
+                v["upstreams"] = self.upstreams();
+                json_reply(StatusCode::OK, &v)
+            }
             ("POST", "/admin/reload") => {
                 let state = self.state.clone();
                 match tokio::task::spawn_blocking(move || state.reload()).await {
@@ -197,7 +217,7 @@ impl ServeHttp for AdminApp {
             (
                 _,
                 "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload"
-                | "/admin/cache/purge",
+                | "/admin/cache/purge" | "/admin/dashboard" | "/dashboard",
             ) => reply(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",

@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    AccessLog, Admin, Balance, BreakerWindow, CircuitBreaker, Config, EncodedSlash, HeaderRules,
-    HealthCheck, HealthKind, IpAccess, Keepalive, Limits, Outlier, PathMatch, Retries, RetryOn,
-    Route, RouteMatch, RouteUpstream, ServerSettings, Target, Telemetry, Timeouts, Upstream,
+    AccessLog, Admin, Balance, BreakerWindow, CircuitBreaker, Config, Dashboard, EncodedSlash,
+    HeaderRules, HealthCheck, HealthKind, IpAccess, Keepalive, Limits, Outlier, PathMatch, Retries,
+    RetryOn, Route, RouteMatch, RouteUpstream, ServerSettings, Target, Telemetry, Timeouts,
+    Upstream,
 };
 
 /// How often DNS names among upstream targets are re-resolved by default.
@@ -52,6 +53,17 @@ impl Default for Admin {
         Admin {
             address: SocketAddr::from((Ipv4Addr::LOCALHOST, 9901)),
             token: None,
+            dashboard: Dashboard::default(),
+        }
+    }
+}
+
+impl Default for Dashboard {
+    /// No sources; scrape every 2 seconds.
+    fn default() -> Self {
+        Dashboard {
+            sources: Vec::new(),
+            scrape_every: Duration::from_secs(2),
         }
     }
 }

@@ -5,17 +5,19 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors, Errors};
 use super::fields::{
-    boolean, choice, duration, float, list, non_empty, number, parsed, secret, size, size_usize,
-    Fields,
+    boolean, choice, duration, entries, float, list, non_empty, number, parsed, secret, size,
+    size_usize, Fields,
 };
 use super::model::{
-    AccessLog, Admin, Certificate, ClientAuth, Config, EncodedSlash, IpAccess, Limits, Listener,
-    ListenerTls, Otlp, Position, ServerSettings, Telemetry,
+    AccessLog, Admin, Certificate, ClientAuth, Config, Dashboard, EncodedSlash, IpAccess, Limits,
+    Listener, ListenerTls, MetricsSource, Otlp, Position, ServerSettings, Telemetry,
 };
 use super::routes::{read_access, read_plugins, read_routes};
+use super::units;
 use super::upstreams::{read_upstreams, valid_name};
 use super::validate;
 use super::yaml::{self, Kind, Node};
@@ -398,6 +400,7 @@ fn read_admin(node: &Node, path: &str, errs: &mut Errors) -> Option<Admin> {
     });
     let token = f.get("token", errs, secret);
     let token_written = f.has("token");
+    let dashboard = f.get_or("dashboard", d.dashboard, errs, read_dashboard);
     f.finish(errs);
     if !address.ip().is_loopback() && !token_written {
         errs.add(
@@ -409,7 +412,89 @@ fn read_admin(node: &Node, path: &str, errs: &mut Errors) -> Option<Admin> {
         );
         return None;
     }
-    Some(Admin { address, token })
+    Some(Admin {
+        address,
+        token,
+        dashboard,
+    })
+}
+
+/// Most sources one dashboard scrapes.
+const MAX_DASHBOARD_SOURCES: usize = 16;
+
+/// Shortest and longest `admin.dashboard.scrape_every`.
+const SCRAPE_EVERY_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
+
+fn read_dashboard(node: &Node, path: &str, errs: &mut Errors) -> Option<Dashboard> {
+    let mut f = Fields::open(node, path, errs)?;
+    let d = Dashboard::default();
+    let sources = f.get_or("sources", d.sources, errs, read_sources);
+    let scrape_every = f.get_or("scrape_every", d.scrape_every, errs, |n, p, e| {
+        parsed(n, p, e, |s| {
+            let every = units::parse_duration(s)?;
+            let (min, max) = SCRAPE_EVERY_RANGE;
+            if (min..=max).contains(&every) {
+                Ok(every)
+            } else {
+                Err(format!(
+                    "expected a duration from {}ms to {}s, found \"{s}\"",
+                    min.as_millis(),
+                    max.as_secs()
+                ))
+            }
+        })
+    });
+    f.finish(errs);
+    Some(Dashboard {
+        sources,
+        scrape_every,
+    })
+}
+
+fn read_sources(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<MetricsSource>> {
+    let items = entries(node, path, errs)?;
+    if items.len() > MAX_DASHBOARD_SOURCES {
+        errs.add(
+            node.pos,
+            format!(
+                "{path}: {} sources; at most {MAX_DASHBOARD_SOURCES} are accepted",
+                items.len()
+            ),
+        );
+        return None;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let item_path = format!("{path}.{}", item.key);
+        if let Err(message) = valid_name("source", &item.key) {
+            errs.add(item.key_pos, format!("{item_path}: {message}"));
+            continue;
+        }
+        if let Some(url) = parsed(&item.value, &item_path, errs, metrics_url) {
+            out.push(MetricsSource {
+                name: item.key.clone(),
+                url,
+            });
+        }
+    }
+    Some(out)
+}
+
+/// A plain-HTTP URL with a host, as the dashboard scrapes it.
+fn metrics_url(s: &str) -> Result<String, String> {
+    const MAX_URL: usize = 2048;
+    let expected = "expected an http:// URL like http://127.0.0.1:9102/metrics";
+    if s.len() > MAX_URL {
+        return Err(format!(
+            "the URL is longer than {MAX_URL} bytes; {expected}"
+        ));
+    }
+    let url = url::Url::parse(s).map_err(|e| format!("\"{s}\" is not a URL ({e}); {expected}"))?;
+    if url.scheme() != "http" || url.host().is_none() {
+        return Err(format!("\"{s}\" is not a plain-HTTP URL; {expected}"));
+    }
+    Ok(url.to_string())
 }
 
 fn read_limits(node: &Node, path: &str, errs: &mut Errors) -> Option<Limits> {

@@ -355,6 +355,12 @@ fn bad_configs_point_at_the_problem() {
         (format!("{L}telemetry: {{ otlp: {{ endpoint: \"http://x\", sample_ratio: 2 }} }}\n"), 2, 58, "expected a number from 0 to 1"),
         (format!("{L}access: {{ deny: [nope] }}\n"), 2, 18, "access.deny[0]: \"nope\" is not a valid CIDR"),
         (format!("{L}admin: {{ token: \"${{MISSING_TOKEN}}\" }}\n"), 2, 17, "environment variable MISSING_TOKEN is not set"),
+        (format!("{L}admin: {{ dashboard: {{ sorces: {{}} }} }}\n"), 2, 23, "admin.dashboard.sorces: unknown key; did you mean \"sources\"?"),
+        (format!("{L}admin: {{ dashboard: {{ scrape_every: 10ms }} }}\n"), 2, 37, "admin.dashboard.scrape_every: expected a duration from 100ms to 3600s, found \"10ms\""),
+        (format!("{L}admin: {{ dashboard: {{ sources: {{ edge: \"https://e:1/metrics\" }} }} }}\n"), 2, 40, "admin.dashboard.sources.edge: \"https://e:1/metrics\" is not a plain-HTTP URL"),
+        (format!("{L}admin: {{ dashboard: {{ sources: {{ edge: \"not a url\" }} }} }}\n"), 2, 40, "is not a URL"),
+        (format!("{L}admin: {{ dashboard: {{ sources: {{ \"a b\": \"http://e:1/\" }} }} }}\n"), 2, 34, "invalid source name \"a b\""),
+        (format!("{L}admin: {{ dashboard: {{ sources: [a] }} }}\n"), 2, 32, "admin.dashboard.sources: expected a mapping, found a list"),
         (format!("{L}server: {{ threads: 1\n"), 3, 1, "YAML syntax error"),
         (format!("{L}server: {{}}\nserver: {{}}\n"), 3, 1, "YAML syntax error: duplicated key"),
     ];
@@ -472,4 +478,37 @@ fn load_str_reads_the_process_environment() {
     let text = format!("{L}admin: {{ token: \"${{PATH}}\" }}\n");
     let cfg = load_str(&text, "g.yaml").unwrap_or_else(|e| panic!("{e}"));
     assert!(cfg.admin.token.is_some_and(|t| !t.expose().is_empty()));
+}
+
+#[test]
+fn dashboard_sources_load_in_order_and_are_bounded() {
+    let cfg = load(&format!(
+        "{L}admin:\n  dashboard:\n    scrape_every: 500ms\n    sources:\n      \
+         orders: \"http://127.0.0.1:9102/metrics\"\n      edge: \"http://127.0.0.1:9902/metrics\"\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let d = &cfg.admin.dashboard;
+    assert_eq!(d.scrape_every, Duration::from_millis(500));
+    let names: Vec<&str> = d.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["orders", "edge"]);
+    assert_eq!(d.sources[1].url, "http://127.0.0.1:9902/metrics");
+
+    let defaults = load(L).unwrap_or_else(|e| panic!("{e}"));
+    assert!(defaults.admin.dashboard.sources.is_empty());
+    assert_eq!(
+        defaults.admin.dashboard.scrape_every,
+        Duration::from_secs(2)
+    );
+
+    let many: String = (0..17)
+        .map(|i| format!("s{i}: \"http://127.0.0.1:{}/metrics\", ", 9000 + i))
+        .collect();
+    let errs = errors(&format!(
+        "{L}admin: {{ dashboard: {{ sources: {{ {many} }} }} }}\n"
+    ));
+    assert!(
+        errs.to_string()
+            .contains("17 sources; at most 16 are accepted"),
+        "{errs}"
+    );
 }

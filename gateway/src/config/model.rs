@@ -109,6 +109,27 @@ pub struct Admin {
     pub address: SocketAddr,
     /// Bearer token. Required (validation error otherwise) when `address` is not loopback.
     pub token: Option<Secret>,
+    /// The live dashboard (`GET /dashboard`).
+    pub dashboard: Dashboard,
+}
+
+/// The live dashboard: what it scrapes besides this gateway, and how often.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Dashboard {
+    /// Other processes' Prometheus endpoints, each shown as a panel, in config order.
+    pub sources: Vec<MetricsSource>,
+    /// How often the one background task scrapes this gateway and the sources (default 2s).
+    #[serde(serialize_with = "ser_duration")]
+    pub scrape_every: Duration,
+}
+
+/// One Prometheus endpoint the dashboard scrapes.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MetricsSource {
+    /// The panel's name (`edge`, `orders`).
+    pub name: String,
+    /// A plain `http://` URL.
+    pub url: String,
 }
 
 /// A named pool of upstream targets.
