@@ -36,7 +36,18 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group: a Ctrl-C at the terminal reaches only the supervisor,
+            // which then stops the processes in order (gateway first, origins last).
+            .process_group(0);
+        // SAFETY: the closure runs in the child between fork and exec and only makes the
+        // async-signal-safe prctl(2) call: the child gets SIGTERM if the supervisor dies
+        // (even by SIGKILL), so no process of the stack outlives it.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }

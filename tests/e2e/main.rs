@@ -24,6 +24,7 @@ mod rate_limit;
 mod reload;
 mod retries;
 mod routing;
+mod stack;
 mod telemetry;
 mod tier;
 mod timeouts;

@@ -131,9 +131,22 @@ fn make_clip(dir: &Path) -> PathBuf {
     let clip = dir.join("clip.mp4");
     let ok = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc=duration=3:size=320x240:rate=25"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=3:size=320x240:rate=25",
+        ])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=3"])
-        .args(["-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
         .arg(&clip)
         .status()
         .expect("ffmpeg runs")
@@ -167,17 +180,37 @@ async fn shorten_follow_and_count(stack: &Stack, c: &reqwest::Client) {
     assert_eq!(link["short_url"], stack.url("gateway", "/r/menu"));
 
     // The first redirect is filled from the shortener, the next ones are edge hits.
-    let first = c.get(stack.url("gateway", "/r/menu")).send().await.expect("r");
+    let first = c
+        .get(stack.url("gateway", "/r/menu"))
+        .send()
+        .await
+        .expect("r");
     assert_eq!(first.status(), 301);
     assert_eq!(first.headers()["location"], "https://example.com/menu");
-    assert!(cache_status(&first).contains("fwd="), "{}", cache_status(&first));
+    assert!(
+        cache_status(&first).contains("fwd="),
+        "{}",
+        cache_status(&first)
+    );
     for _ in 0..5 {
-        let again = c.get(stack.url("gateway", "/r/menu")).send().await.expect("r");
+        let again = c
+            .get(stack.url("gateway", "/r/menu"))
+            .send()
+            .await
+            .expect("r");
         assert_eq!(again.status(), 301);
-        assert!(cache_status(&again).contains("hit"), "{}", cache_status(&again));
+        assert!(
+            cache_status(&again).contains("hit"),
+            "{}",
+            cache_status(&again)
+        );
     }
     // Only the redirect the shortener answered is a click; it is counted in a batch.
-    let stats = c.get(stack.url("gateway", "/api/urls/menu")).send().await.expect("stats");
+    let stats = c
+        .get(stack.url("gateway", "/api/urls/menu"))
+        .send()
+        .await
+        .expect("stats");
     let stats: serde_json::Value = stats.json().await.expect("json");
     assert_eq!(stats["clicks"], 1, "{stats}");
 
@@ -188,15 +221,21 @@ async fn shorten_follow_and_count(stack: &Stack, c: &reqwest::Client) {
         .await
         .expect("shorten");
     assert_eq!(taken.status(), 409);
-    let unknown = c.get(stack.url("gateway", "/r/nope123")).send().await.expect("r");
+    let unknown = c
+        .get(stack.url("gateway", "/r/nope123"))
+        .send()
+        .await
+        .expect("r");
     assert_eq!(unknown.status(), 404);
 }
 
 async fn place_order(stack: &Stack, c: &reqwest::Client, fault: Option<&str>) -> serde_json::Value {
-    let mut req = c.post(stack.url("gateway", "/api/orders")).json(&serde_json::json!({
-        "customer": "ada", "address": "1 Main St",
-        "items": [{ "sku": "margherita", "qty": 2, "price_cents": 1250 }]
-    }));
+    let mut req = c
+        .post(stack.url("gateway", "/api/orders"))
+        .json(&serde_json::json!({
+            "customer": "ada", "address": "1 Main St",
+            "items": [{ "sku": "margherita", "qty": 2, "price_cents": 1250 }]
+        }));
     if let Some(f) = fault {
         req = req.header("x-fault", f);
     }
@@ -206,10 +245,11 @@ async fn place_order(stack: &Stack, c: &reqwest::Client, fault: Option<&str>) ->
         .as_str()
         .expect("id")
         .to_string();
-    // Long-poll (≤ 10 s per call) until the saga settles.
-    for _ in 0..6 {
-        let view: serde_json::Value = c
-            .get(stack.url("gateway", &format!("/api/orders/{id}?wait=10s")))
+    // Long-poll (5 s per call, inside the gateway's read timeout) until the saga settles.
+    let mut view = serde_json::Value::Null;
+    for _ in 0..12 {
+        view = c
+            .get(stack.url("gateway", &format!("/api/orders/{id}?wait=5s")))
             .send()
             .await
             .expect("view")
@@ -220,7 +260,7 @@ async fn place_order(stack: &Stack, c: &reqwest::Client, fault: Option<&str>) ->
             return view;
         }
     }
-    panic!("order {id} did not settle");
+    panic!("order {id} did not settle: {view}\n{}", stack.log());
 }
 
 async fn orders_saga(stack: &Stack, c: &reqwest::Client) {
@@ -263,7 +303,14 @@ async fn upload_transcode_play(stack: &Stack, c: &reqwest::Client) {
     let status_url = stack.url("gateway", &format!("/api/videos/{id}"));
     let mut status = serde_json::Value::Null;
     for _ in 0..600 {
-        status = c.get(&status_url).send().await.expect("status").json().await.expect("json");
+        status = c
+            .get(&status_url)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
         if status["status"] == "ready" || status["status"] == "failed" {
             break;
         }
@@ -273,12 +320,22 @@ async fn upload_transcode_play(stack: &Stack, c: &reqwest::Client) {
 
     let master = stack.url("gateway", &format!("/videos/{id}/master.m3u8"));
     let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&master)
         .output()
         .expect("ffprobe runs");
     let streams = String::from_utf8_lossy(&probe.stdout);
-    assert!(probe.status.success() && streams.contains("video"), "{streams}");
+    assert!(
+        probe.status.success() && streams.contains("video"),
+        "{streams}"
+    );
 
     // ffprobe's reads filled the edge: a segment is now served from its cache.
     let playlist = c
@@ -316,7 +373,10 @@ async fn the_platform_end_to_end() {
     assert!(status.success(), "{status:?}\n{}", stack.log());
     // Every process went with it: nothing answers on the origins' ports.
     for role in ["urls", "orders", "video", "edge", "gateway"] {
-        assert!(raw_get(&stack.addr[role], "/healthz").is_none(), "{role} still up");
+        assert!(
+            raw_get(&stack.addr[role], "/healthz").is_none(),
+            "{role} still up"
+        );
     }
 }
 
@@ -339,7 +399,10 @@ fn the_stack_stops_when_one_of_its_processes_dies() {
     assert!(!status.success());
     assert!(stack.log().contains("orders exited"), "{}", stack.log());
     for role in ["urls", "video", "edge", "gateway"] {
-        assert!(raw_get(&stack.addr[role], "/healthz").is_none(), "{role} still up");
+        assert!(
+            raw_get(&stack.addr[role], "/healthz").is_none(),
+            "{role} still up"
+        );
     }
 }
 
@@ -373,14 +436,21 @@ fn example_configs_pass_check() {
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     for want in ["edge.yaml", "gateway.yaml", "shield.yaml"] {
-        assert!(names.iter().filter(|n| *n == want).count() >= 1, "{want} in {names:?}");
+        assert!(
+            names.iter().filter(|n| *n == want).count() >= 1,
+            "{want} in {names:?}"
+        );
     }
     let out = Command::new(binary())
         .args(["stack", "--check", "-c"])
         .arg(conf.join("stack.yaml"))
         .output()
         .expect("meridian stack --check");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
