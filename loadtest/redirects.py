@@ -3,7 +3,7 @@
 
 Starts the demo platform (`meridian stack`) from the shipped configs (conf/stack.yaml and
 conf/stack/*.yaml) moved to a private port range and data directory, creates `--codes` short
-links on the shortener, then drives the same oha load (random hot codes, redirects not
+links on the shortener, then drives the same load with oha or wrk (random hot codes, redirects not
 followed) at three targets in turn:
 
     origin        http://urls/r/CODE            the shortener answering every redirect
@@ -112,8 +112,8 @@ def origin_redirects(metrics_url: str) -> int:
     return int(total)
 
 
-def oha(url_regex: str, duration: str, connections: int) -> dict:
-    """One oha run; returns requests/s, p50/p99 (ms), requests, and non-301 answers."""
+def oha(host: str, width: int, duration: str, connections: int) -> dict:
+    """Run oha once on random hot codes; return requests/s, p50/p99 (ms), requests, non-301s."""
     out = subprocess.run(
         [
             "oha",
@@ -127,7 +127,7 @@ def oha(url_regex: str, duration: str, connections: int) -> dict:
             "-c",
             str(connections),
             "--rand-regex-url",
-            url_regex,
+            f"http://{host}/r/hot{'[0-9]' * width}",
         ],
         check=True,
         capture_output=True,
@@ -148,13 +148,44 @@ def oha(url_regex: str, duration: str, connections: int) -> dict:
     }
 
 
+def wrk(host: str, width: int, duration: str, connections: int) -> dict:
+    """Run wrk once on random hot codes (lib/wrk_hot_codes.lua); same fields as `oha`."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}",
+            "--latency",
+            "-s",
+            str(Path(__file__).resolve().parent / "lib" / "wrk_hot_codes.lua"),
+            f"http://{host}/",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HOT_CODES": str(10**width)},
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("LOADTEST "))
+    v = dict(kv.split("=") for kv in line.split()[1:])
+    seconds = int(v["duration_us"]) / 1e6
+    return {
+        "rps": int(v["requests"]) / seconds if seconds else 0.0,
+        "p50": int(v["p50_us"]) / 1e3,
+        "p99": int(v["p99_us"]) / 1e3,
+        "requests": int(v["requests"]),
+        "bad": int(v["status_errors"]) + int(v["socket_errors"]),
+    }
+
+
 def report(rows: list[dict], args: argparse.Namespace) -> str:
     """Render the rows as the markdown report."""
     base = next(r["rps"] for r in rows if r["target"] == "origin")
     lines = [
         "# Redirect storm: hot short links",
         "",
-        f"`loadtest/redirects.py`: {args.codes} hot codes, oha -c{args.connections} -z{args.duration}"
+        f"`loadtest/redirects.py`: {args.codes} hot codes, {args.loadgen} -c{args.connections}, {args.duration}"
         f" per target, redirects not followed; {os.cpu_count()} CPUs, one machine, one run.",
         "",
         "| Target | Requests/s | × origin alone | p50 ms | p99 ms | Requests | Reached the origin |",
@@ -184,12 +215,17 @@ def main() -> int:
     )
     parser.add_argument("--port-base", type=int, default=int(os.environ.get("LT_PORT_BASE", 29000)))
     parser.add_argument("--output", help="markdown report (default: stdout)")
+    parser.add_argument(
+        "--loadgen", choices=["oha", "wrk"], help="load generator (default: oha if installed, else wrk)"
+    )
     parser.add_argument("--smoke", action="store_true", help="2 s runs, 4 connections, 10 codes")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.warmup, args.connections, args.codes = "2s", "1s", 4, 10
-    if shutil.which("oha") is None:
-        parser.error("oha is missing (cargo install oha --locked)")
+    args.loadgen = args.loadgen or ("oha" if shutil.which("oha") else "wrk")
+    if shutil.which(args.loadgen) is None:
+        parser.error(f"{args.loadgen} is missing (oha: cargo install oha --locked; wrk: apt-get install wrk)")
+    drive = oha if args.loadgen == "oha" else wrk
 
     work = Path(tempfile.mkdtemp(prefix="meridian-redirects."))
     stack_file = write_configs(work, args.port_base)
@@ -214,12 +250,11 @@ def main() -> int:
                 raise SystemExit(f"redirects: creating hot{i}: {status} {body[:200]!r}")
         rows = []
         for target, host in (("origin", urls), ("edge", edge), ("gateway+edge", gateway)):
-            regex = f"http://{host}/r/hot{'[0-9]' * width}"
             log(f"{target}: warm-up {args.warmup}")
-            oha(regex, args.warmup, args.connections)
+            drive(host, width, args.warmup, args.connections)
             before = origin_redirects(f"http://{urls}/metrics")
-            log(f"{target}: oha -c{args.connections} -z{args.duration} {regex}")
-            row = oha(regex, args.duration, args.connections)
+            log(f"{target}: {args.loadgen} -c{args.connections} {args.duration} http://{host}/r/hot…")
+            row = drive(host, width, args.duration, args.connections)
             row["origin"] = origin_redirects(f"http://{urls}/metrics") - before
             row["target"] = target
             if row["requests"] == 0 or row["bad"] > 0:
