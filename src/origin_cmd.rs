@@ -141,15 +141,8 @@ pub fn run(command: OriginCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = crate::stack::runtime(None) else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async move {
         let listen = placement.listen;

@@ -40,6 +40,18 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> Service {
 }
 
 impl Service {
+    /// `GET path`, answered as JSON.
+    async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -61,15 +73,7 @@ impl Service {
 
     /// The order once its saga settled (long poll), failing the test if it does not in time.
     async fn settled(&self, id: &str) -> Value {
-        let order: Value = self
-            .http
-            .get(self.url(&format!("/api/orders/{id}?wait=8s")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let order: Value = self.get_json(&format!("/api/orders/{id}?wait=8s")).await;
         assert!(
             order["status"] == "completed" || order["status"] == "cancelled",
             "not settled: {order}"
@@ -78,15 +82,7 @@ impl Service {
     }
 
     async fn kinds(&self, id: &str) -> Vec<String> {
-        let events: Value = self
-            .http
-            .get(self.url(&format!("/api/orders/{id}/events")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let events: Value = self.get_json(&format!("/api/orders/{id}/events")).await;
         let list = events["events"].as_array().unwrap();
         for (i, e) in list.iter().enumerate() {
             assert_eq!(e["version"], i as i64 + 1, "versions in order: {events}");
@@ -130,15 +126,7 @@ impl Service {
     }
 
     async fn dead_letters(&self) -> Vec<Value> {
-        let body: Value = self
-            .http
-            .get(self.url("/api/orders/dlq"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = self.get_json("/api/orders/dlq").await;
         body["dead_letters"].as_array().unwrap().clone()
     }
 
@@ -206,15 +194,7 @@ async fn happy_path_completes_with_events_in_order_and_a_read_model() {
         1.0
     );
     assert_eq!(svc.metric("orders_events_appended_total").await, 5.0);
-    let list: Value = svc
-        .http
-        .get(svc.url("/api/orders?status=completed&limit=10"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = svc.get_json("/api/orders?status=completed&limit=10").await;
     assert_eq!(list["orders"][0]["id"], id.as_str());
     svc.eventually("the outbox to drain", || async {
         svc.metric("orders_outbox_pending").await == 0.0
@@ -360,27 +340,11 @@ async fn idempotency_keys_replay_refuse_changes_and_dedupe_concurrent_posts() {
     assert_eq!(fresh, 1);
     // Two keys, two orders: nothing else was placed.
     svc.eventually("both orders to settle", || async {
-        let list: Value = svc
-            .http
-            .get(svc.url("/api/orders?status=completed"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = svc.get_json("/api/orders?status=completed").await;
         list["orders"].as_array().unwrap().len() == 2
     })
     .await;
-    let all: Value = svc
-        .http
-        .get(svc.url("/api/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = svc.get_json("/api/orders").await;
     assert_eq!(all["orders"].as_array().unwrap().len(), 2);
     svc.shutdown().await;
 }
@@ -419,15 +383,7 @@ async fn a_poison_notification_goes_to_the_dlq_and_its_replay_completes_the_orde
             .await
             >= 2.0
     );
-    let order: Value = svc
-        .http
-        .get(svc.url(&format!("/api/orders/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let order: Value = svc.get_json(&format!("/api/orders/{id}")).await;
     assert_eq!(order["status"], "delivering");
 
     let replay_url = svc.url(&format!("/api/orders/dlq/{}/replay", dead["id"]));
@@ -459,15 +415,7 @@ async fn a_table_fault_dead_letters_until_cleared_then_replay_works() {
             .status(),
         StatusCode::OK
     );
-    let shown: Value = svc
-        .http
-        .get(svc.url("/api/orders/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = svc.get_json("/api/orders/faults").await;
     assert_eq!(shown, json!({"notify": {"fail": true}}));
     let id = svc.place(None).await;
     svc.eventually("the message in the DLQ", || async {
@@ -792,15 +740,7 @@ async fn bad_input_gets_4xx_with_a_reason_and_leaves_the_store_working() {
     // None of it touched the store: a good order still goes through, and it is the only one.
     let id = svc.place(None).await;
     assert_eq!(svc.settled(&id).await["status"], "completed");
-    let all: Value = svc
-        .http
-        .get(svc.url("/api/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = svc.get_json("/api/orders").await;
     assert_eq!(all["orders"].as_array().unwrap().len(), 1);
     svc.shutdown().await;
 }
@@ -814,15 +754,7 @@ async fn orders_survive_a_restart_on_the_same_store() {
     assert_eq!(first.settled(&id).await["status"], "completed");
     first.shutdown().await;
     let second = start(|c| c.data_dir = path.clone()).await;
-    let order: Value = second
-        .http
-        .get(second.url(&format!("/api/orders/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let order: Value = second.get_json(&format!("/api/orders/{id}")).await;
     assert_eq!(order["status"], "completed");
     assert_eq!(second.kinds(&id).await.len(), 5);
     second.shutdown().await;
@@ -898,15 +830,7 @@ async fn a_full_backlog_refuses_new_orders_with_503() {
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let reason: Value = res.json().await.unwrap();
     assert!(reason["error"].as_str().unwrap().contains("try again"));
-    let all: Value = svc
-        .http
-        .get(svc.url("/api/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = svc.get_json("/api/orders").await;
     assert_eq!(all["orders"], json!([]));
     svc.shutdown().await;
 }
@@ -925,15 +849,7 @@ async fn a_shutdown_mid_saga_drains_and_the_next_run_finishes_the_order() {
     // Shut down while the saga waits on the slow delivery call.
     first
         .eventually("the payment", || async {
-            let order: Value = first
-                .http
-                .get(first.url(&format!("/api/orders/{id}")))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let order: Value = first.get_json(&format!("/api/orders/{id}")).await;
             order["status"] == "paid"
         })
         .await;

@@ -52,16 +52,8 @@ pub fn run(path: &Path, check_only: bool) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(Some(2)) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(supervise(path, &stack, &addresses)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +163,20 @@ fn print_banner(stack: &StackConfig, meridians: &[(&'static str, gateway::config
     }
     lines.push("Walk-through: README.md, \"Try it\". Ctrl-C stops everything.".to_string());
     println!("{}", lines.join("\n"));
+}
+
+/// A multi-threaded tokio runtime (`workers` threads, or one per core); `None`, said on
+/// stderr, when it cannot be built.
+pub fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("cannot start the runtime: {e}"))
+        .ok()
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -492,3 +492,31 @@ pub async fn get_ok(c: &reqwest::Client, port: u16, n: usize) {
         assert_eq!(r.status(), 200, "request {i} of {n}");
     }
 }
+
+/// A short 320x240 test clip with a tone, made by the real `ffmpeg` in `dir`.
+pub fn test_clip(dir: &Path) -> PathBuf {
+    let clip = dir.join("clip.mp4");
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=2:size=320x240:rate=25",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=2"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(&clip)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ffmpeg makes the test clip");
+    clip
+}

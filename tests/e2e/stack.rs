@@ -3,11 +3,11 @@
 //! the README's "Try it" walks a newcomer through it.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{binary, free_port, raw_get, wait_until};
+use crate::harness::{binary, free_port, raw_get, test_clip, wait_until};
 
 /// The addresses in the shipped stack configs, by role.
 const SHIPPED: [(&str, &str); 7] = [
@@ -124,35 +124,6 @@ fn cache_status(r: &reqwest::Response) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string()
-}
-
-/// A 3 s 320x240 test clip with a tone.
-fn make_clip(dir: &Path) -> PathBuf {
-    let clip = dir.join("clip.mp4");
-    let ok = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=duration=3:size=320x240:rate=25",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=3"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .arg(&clip)
-        .status()
-        .expect("ffmpeg runs")
-        .success();
-    assert!(ok, "ffmpeg made the clip");
-    clip
 }
 
 /// The stack file with a two-rung ladder small enough for a test machine.
@@ -287,7 +258,7 @@ async fn orders_saga(stack: &Stack, c: &reqwest::Client) {
 }
 
 async fn upload_transcode_play(stack: &Stack, c: &reqwest::Client) {
-    let clip = make_clip(stack.dir.path());
+    let clip = test_clip(stack.dir.path());
     let body = std::fs::read(&clip).expect("clip");
     let up = c
         .post(stack.url("gateway", "/api/videos?title=demo"))

@@ -3,11 +3,11 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{binary, client, free_port, raw_get, wait_until};
+use crate::harness::{binary, client, free_port, raw_get, test_clip, wait_until};
 
 /// A running `meridian origin video`.
 struct VideoOrigin {
@@ -77,38 +77,11 @@ async fn wait_status(base: &str, id: &str, want: &str) -> serde_json::Value {
     }
 }
 
-fn make_clip(dir: &Path) -> PathBuf {
-    let clip = dir.join("clip.mp4");
-    let ok = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=duration=2:size=320x240:rate=25",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=2"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .arg(&clip)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "ffmpeg makes the test clip");
-    clip
-}
-
 #[tokio::test]
 async fn video_job_survives_a_killed_process() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let clip = make_clip(dir.path());
+    let clip = test_clip(dir.path());
     // An ffmpeg that never finishes and says where it is, so the test can end it.
     let stuck = dir.path().join("stuck-ffmpeg");
     let pid_file = dir.path().join("stuck.pid");

@@ -10,9 +10,6 @@ use super::error::{ConfigError, ConfigErrors, Errors};
 use super::model::Position;
 use super::yaml;
 
-/// Largest file accepted, as for the gateway config.
-const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
-
 /// A parsed YAML document: its value as JSON and where each value was written.
 #[derive(Debug, Clone)]
 pub struct Document {
@@ -24,26 +21,8 @@ pub struct Document {
 impl Document {
     /// Reads and parses the YAML file at `path` (`${NAME}` is replaced from the environment).
     pub fn load(path: &Path) -> Result<Document, ConfigErrors> {
-        let file = path.display().to_string();
-        let whole = |message: String| {
-            ConfigErrors(vec![ConfigError {
-                file: file.clone(),
-                line: 0,
-                column: 0,
-                message,
-            }])
-        };
-        let size = std::fs::metadata(path)
-            .map_err(|e| whole(format!("cannot read the file: {e}")))?
-            .len();
-        if size > MAX_FILE_SIZE {
-            return Err(whole(format!(
-                "the file is {size} bytes; at most {MAX_FILE_SIZE} are accepted"
-            )));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| whole(format!("cannot read the file: {e}")))?;
-        Self::parse(&text, &file)
+        let text = super::load::read_file(path)?;
+        Self::parse(&text, &path.display().to_string())
     }
 
     /// Parses YAML `text`; `file` names it in errors.

@@ -31,10 +31,16 @@ const MAX_CERTIFICATES: usize = 1024;
 
 /// Reads and validates the config file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let file = path.display().to_string();
+    let text = read_file(path)?;
+    load_str(&text, &path.display().to_string())
+}
+
+/// The text of the config file at `path`, refused (as a whole-file error) when it cannot be
+/// read or is larger than the loader accepts.
+pub(crate) fn read_file(path: &Path) -> Result<String, ConfigErrors> {
     let whole_file = |message: String| {
         ConfigErrors(vec![ConfigError {
-            file: file.clone(),
+            file: path.display().to_string(),
             line: 0,
             column: 0,
             message,
@@ -48,9 +54,8 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
             "the config file is {size} bytes; at most {MAX_FILE_SIZE} are accepted"
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| whole_file(format!("cannot read the config file: {e}")))?;
-    load_str(&text, &file)
+    std::fs::read_to_string(path)
+        .map_err(|e| whole_file(format!("cannot read the config file: {e}")))
 }
 
 /// Parses and validates config `text`; `file_name` is used in error messages and its directory
