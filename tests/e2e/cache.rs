@@ -583,6 +583,27 @@ async fn stale_if_error_serves_stale_when_the_origin_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn errors_of_the_edge_itself_carry_cache_status() {
+    // An origin that is not listening: the edge answers 502 itself, and RFC 9211 still wants
+    // a Cache-Status saying the request went forward and why nothing was served.
+    let port = free_port();
+    let dead = free_port();
+    let m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            "cache: {{ memory: 16MiB }}\nupstreams: {{ origin: {{ targets: [\"127.0.0.1:{dead}\"], outlier: off }} }}\nroutes:\n  - name: edge\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{}}\n"
+        ),
+    ));
+    let c = client();
+    let (s, cs, _, _) = get(&c, port, "/down", &[]).await;
+    assert_eq!(s, 502, "{cs}");
+    assert!(cs.starts_with("meridian; fwd=uri-miss"), "{cs}");
+    assert!(cs.contains("detail=origin-error"), "{cs}");
+    assert!(!cs.contains("stored"), "{cs}");
+    drop(m);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ranges_are_cut_from_one_full_fill() {
     let origin = Origin::start().await;
     let body: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();

@@ -423,6 +423,27 @@ pub async fn finish_response(
     }
 }
 
+/// The `Cache-Status` of an error Meridian writes itself on a cached route (the origin could
+/// not be reached or failed, and nothing stale could stand in): RFC 9211 wants the header on
+/// every response, and `response_filter` does not run for these. `None` off cached routes.
+pub fn error_status(session: &Session, state: &CacheState) -> Option<http::HeaderValue> {
+    state.plan.as_ref()?;
+    let mut status = cache_status(session, state, None);
+    status.stored = false;
+    status.hit = false;
+    status.ttl = None;
+    // pingora disables the cache when the origin fails; for the client this was a miss that
+    // could not be filled, unless the request bypassed the cache in the first place.
+    if state.bypass.is_none() && matches!(status.forward, Some(Forward::Bypass) | None) {
+        status.forward = Some(Forward::UriMiss);
+        status.detail = Some("origin-error");
+    }
+    if let Some(m) = CacheMetrics::global() {
+        m.record(&status);
+    }
+    http::HeaderValue::from_str(&status.render()).ok()
+}
+
 /// The `Cache-Status` of this response, from the cache phase and what the filters saw.
 fn cache_status(
     session: &Session,

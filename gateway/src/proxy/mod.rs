@@ -555,7 +555,10 @@ impl ProxyHttp for MeridianProxy {
                 log::debug!("could not write error response: {err}");
             }
         } else if !written && status > 0 {
-            if let Err(err) = respond::respond(session, status, reason, &ctx.request_id).await {
+            let cache_status = cache::error_status(session, &ctx.cache);
+            let sent =
+                respond::respond_with(session, status, reason, &ctx.request_id, cache_status).await;
+            if let Err(err) = sent {
                 log::debug!("could not write error response: {err}");
             }
         }

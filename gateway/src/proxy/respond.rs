@@ -12,12 +12,26 @@ pub async fn respond(
     reason: &str,
     request_id: &str,
 ) -> pingora::Result<()> {
+    respond_with(session, status, reason, request_id, None).await
+}
+
+/// [`respond`], with the `Cache-Status` of a cached route when there is one.
+pub async fn respond_with(
+    session: &mut Session,
+    status: u16,
+    reason: &str,
+    request_id: &str,
+    cache_status: Option<http::HeaderValue>,
+) -> pingora::Result<()> {
     let body = Bytes::from(format!("{reason}\n"));
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    let mut resp = ResponseHeader::build(status, Some(5))?;
     resp.insert_header("content-type", "text/plain; charset=utf-8")?;
     resp.insert_header("content-length", body.len().to_string())?;
     if !request_id.is_empty() {
         resp.insert_header("x-request-id", request_id)?;
+    }
+    if let Some(v) = cache_status {
+        resp.insert_header("cache-status", v)?;
     }
     if matches!(status, 400 | 413 | 414 | 431) {
         resp.insert_header("connection", "close")?;
