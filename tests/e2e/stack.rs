@@ -333,12 +333,38 @@ async fn upload_transcode_play(stack: &Stack, c: &reqwest::Client) {
         .contains("immutable"));
 }
 
+/// The gateway's dashboard scrapes every process of the stack and sees the sagas run.
+async fn dashboard_sees_the_platform(stack: &Stack, c: &reqwest::Client) {
+    let url = stack.url("gateway_admin", "/admin/dashboard");
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..100 {
+        seen = c
+            .get(&url)
+            .send()
+            .await
+            .expect("dashboard")
+            .json()
+            .await
+            .expect("json");
+        let sources = seen["sources"].as_array().cloned().unwrap_or_default();
+        let up = sources.iter().filter(|s| s["up"] == true).count();
+        let orders = sources.iter().find(|s| s["name"] == "orders");
+        let completed = orders.map_or(0, |o| o["panel"]["saga"]["completed"].as_u64().unwrap_or(0));
+        if up == 4 && completed >= 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the dashboard does not show the platform: {seen}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_platform_end_to_end() {
     let mut stack = Stack::start(small_ladder);
     let c = client();
     shorten_follow_and_count(&stack, &c).await;
     orders_saga(&stack, &c).await;
+    dashboard_sees_the_platform(&stack, &c).await;
     upload_transcode_play(&stack, &c).await;
     let status = stack.stop().expect("the stack stops on SIGTERM");
     assert!(status.success(), "{status:?}\n{}", stack.log());
