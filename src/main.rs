@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand};
 mod origin_cmd;
 mod stack;
 
+/// mimalloc instead of the system allocator. The proxy makes a few dozen short-lived
+/// allocations per request (header maps and values, pingora's buffers and tasks); glibc's
+/// malloc and free were about an eighth of the CPU of a plain proxied request, mimalloc's
+/// thread-local free lists make them cheap.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "meridian",

@@ -1,21 +1,29 @@
 //! What a proxy changes on the way through: hop-by-hop headers removed (RFC 9110 §7.6.1),
 //! `X-Forwarded-For/-Proto/-Host` and `Forwarded` (RFC 7239) set, header rules applied.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, UPGRADE};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, FORWARDED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, UPGRADE,
+};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 /// Headers that describe one connection, never forwarded (besides those `Connection` lists).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
+/// Parsed names, so each per-request lookup hashes without parsing a string first.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
 ];
+
+/// `X-Forwarded-For`, read on every forwarded request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Removes hop-by-hop headers from a request. `Upgrade` (and the `Connection: upgrade` that goes
 /// with it) is kept for protocol upgrades such as WebSocket, which pingora proxies end to end.
@@ -28,7 +36,7 @@ pub fn strip_request_hop_by_hop(req: &mut RequestHeader) {
             }
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         if req.headers.contains_key(name) {
             req.remove_header(name);
         }
@@ -49,7 +57,7 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
             resp.remove_header(&name);
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         if resp.headers.contains_key(name) {
             resp.remove_header(name);
         }
@@ -72,31 +80,39 @@ fn connection_listed(headers: &http::HeaderMap) -> Vec<HeaderName> {
 /// Appends the client to `X-Forwarded-For` and `Forwarded`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (kept when already set by a trusted hop is a policy for later; Meridian
 /// as the edge overwrites them, as nginx configs usually do).
+///
+/// The client address is formatted once for both headers, and each value is built in one
+/// buffer.
 pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, tls: bool, host: &str) {
     let proto = if tls { "https" } else { "http" };
     if let Some(ip) = client {
-        let xff = match req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
+        let mut ip_text = String::with_capacity(48);
+        // Writing to a String cannot fail.
+        let _ = write!(ip_text, "{ip}");
+        let _ = match header_str(req, &X_FORWARDED_FOR) {
+            Some(prev) => req.insert_header("x-forwarded-for", joined(prev, &ip_text)),
+            None => req.insert_header("x-forwarded-for", ip_text.as_str()),
         };
-        let _ = req.insert_header("x-forwarded-for", xff);
-        let node = match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let mut fwd = format!("for={node};proto={proto}");
+        let mut fwd = String::with_capacity(32 + ip_text.len() + host.len());
+        fwd.push_str("for=");
+        match ip {
+            IpAddr::V4(_) => fwd.push_str(&ip_text),
+            IpAddr::V6(_) => {
+                fwd.push_str("\"[");
+                fwd.push_str(&ip_text);
+                fwd.push_str("]\"");
+            }
+        }
+        fwd.push_str(";proto=");
+        fwd.push_str(proto);
         if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
             fwd.push_str(";host=\"");
             fwd.push_str(host);
             fwd.push('"');
         }
-        let fwd = match req.headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {fwd}"),
-            _ => fwd,
+        let fwd = match header_str(req, &FORWARDED) {
+            Some(prev) => joined(prev, &fwd),
+            None => fwd,
         };
         let _ = req.insert_header("forwarded", fwd);
     }
@@ -106,6 +122,23 @@ pub fn set_forwarded(req: &mut RequestHeader, client: Option<IpAddr>, tls: bool,
             let _ = req.insert_header("x-forwarded-host", v);
         }
     }
+}
+
+/// The first value of header `name` when it is non-empty text.
+fn header_str<'a>(req: &'a RequestHeader, name: &HeaderName) -> Option<&'a str> {
+    req.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
+/// `prev, next`: a list header's earlier hops followed by this one.
+fn joined(prev: &str, next: &str) -> String {
+    let mut out = String::with_capacity(prev.len() + 2 + next.len());
+    out.push_str(prev);
+    out.push_str(", ");
+    out.push_str(next);
+    out
 }
 
 #[cfg(test)]

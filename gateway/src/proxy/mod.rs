@@ -107,12 +107,11 @@ fn request_host(req: &RequestHeader) -> String {
     let raw = req
         .uri
         .host()
-        .map(str::to_string)
         .or_else(|| {
             req.headers
                 .get(http::header::HOST)
                 .and_then(|v| v.to_str().ok())
-                .map(|h| strip_port(h).to_string())
+                .map(strip_port)
         })
         .unwrap_or_default();
     raw.trim_end_matches('.').to_ascii_lowercase()

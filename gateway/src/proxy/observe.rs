@@ -64,7 +64,8 @@ impl Observer {
         )
     }
 
-    /// Records a finished request.
+    /// Records a finished request. Values only the access log or an exported span read (the
+    /// upstream address and trace id as text) are formatted only when one of them is on.
     pub fn request_done(&self, session: &Session, ctx: &mut RequestCtx, e: Option<&Error>) {
         let status = session
             .response_written()
@@ -77,17 +78,21 @@ impl Observer {
             Some(r) => r.metrics.record(upstream.as_deref(), status, elapsed),
             None => self.unrouted.record(None, status, elapsed),
         }
+        let log = self.telemetry.access_log();
+        let span = ctx.span.take();
+        if log.is_none() && !span.as_ref().is_some_and(ProxySpan::is_exported) {
+            return;
+        }
         let error: Option<Cow<'static, str>> = ctx
             .reason
             .map(Cow::Borrowed)
             .or_else(|| e.map(|e| Cow::Owned(e.etype().as_str().to_string())));
         let upstream_addr = ctx.target.as_ref().map(|p| p.addr.to_string());
-        let trace_id = ctx
-            .span
+        let trace_id = span
             .as_ref()
             .map(ProxySpan::trace_id_hex)
             .unwrap_or_default();
-        if let Some(span) = ctx.span.take() {
+        if let Some(span) = span {
             span.end(
                 status,
                 &ResponseAttrs {
@@ -98,7 +103,6 @@ impl Observer {
                 },
             );
         }
-        let log = self.telemetry.access_log();
         let Some(log) = log.as_ref() else {
             return;
         };

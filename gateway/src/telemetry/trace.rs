@@ -254,6 +254,12 @@ impl ProxySpan {
         self.sampled
     }
 
+    /// Whether this span is exported (sampled with OTLP on), so [`ProxySpan::end`] records
+    /// its attributes; otherwise ending it does nothing.
+    pub fn is_exported(&self) -> bool {
+        self.span.is_some()
+    }
+
     /// The `traceparent` to send upstream: this trace, this span as the parent, and the
     /// sampling decision.
     pub fn traceparent_for_upstream(&self) -> String {
