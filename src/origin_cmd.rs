@@ -146,7 +146,7 @@ pub fn run(command: OriginCommand) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let listen = placement.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
+        let listener = gateway::server::listen(listen)
             .await
             .map_err(|e| format!("{name}: cannot listen on {listen}: {e}"))?;
         log::info!(

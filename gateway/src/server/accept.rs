@@ -25,6 +25,10 @@ use super::client_io::ClientConn;
 const BACKLOG: u32 = 65535;
 /// Pause after accept() fails for lack of file descriptors, so the loop does not spin.
 const EMFILE_PAUSE: Duration = Duration::from_secs(1);
+/// Attempts to bind an address that is in use before giving up.
+const BIND_TRIES: u32 = 30;
+/// Pause between those attempts.
+const BIND_PAUSE: Duration = Duration::from_millis(500);
 /// `EMFILE` (Linux): too many open files; accept() keeps failing at once until some close.
 const EMFILE: i32 = 24;
 
@@ -59,7 +63,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service for PlainListener<A> {
         let Some(app) = self.app.take() else {
             return;
         };
-        let listener = match bind(self.address, fds) {
+        let listener = match bind(self.address, fds).await {
             Ok(l) => Arc::new(Listener::from(l)),
             Err(e) => {
                 // pingora's own listeners panic here; a listener that cannot bind leaves the
@@ -133,13 +137,13 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
 
 /// The listening socket for `address`: the one an upgrading process handed over when there is
 /// one in `fds`, otherwise a new one, recorded in `fds` to hand over at the next upgrade.
-fn bind(address: SocketAddr, fds: Option<ListenFds>) -> std::io::Result<TcpListener> {
+async fn bind(address: SocketAddr, fds: Option<ListenFds>) -> std::io::Result<TcpListener> {
     let key = address.to_string();
     let Some(fds) = fds else {
-        return fresh(address);
+        return listen(address).await;
     };
-    let mut table = fds.lock();
-    if let Some(fd) = table.get(&key).copied() {
+    let handed_over = fds.lock().get(&key).copied();
+    if let Some(fd) = handed_over {
         // SAFETY: `fd` is a listening socket the previous process passed over the upgrade
         // socket for this address; the table gives each address's descriptor to one listener
         // only, and nothing else in this process owns or closes it.
@@ -147,9 +151,26 @@ fn bind(address: SocketAddr, fds: Option<ListenFds>) -> std::io::Result<TcpListe
         std.set_nonblocking(true)?;
         return TcpListener::from_std(std);
     }
-    let listener = fresh(address)?;
-    table.add(key, listener.as_raw_fd());
+    let listener = listen(address).await?;
+    fds.lock().add(key, listener.as_raw_fd());
     Ok(listener)
+}
+
+/// Binds a new listening socket on `address`. While the address is in use (a process that
+/// is going away, or an outgoing connection that happens to hold the port), it tries again,
+/// as pingora's own listeners do, for up to [`BIND_TRIES`] × [`BIND_PAUSE`].
+pub async fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut tries = 1;
+    loop {
+        match fresh(address) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < BIND_TRIES => {
+                log::warn!("{address} is in use; trying again");
+                tries += 1;
+                tokio::time::sleep(BIND_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn fresh(address: SocketAddr) -> std::io::Result<TcpListener> {

@@ -6,6 +6,7 @@ mod accept;
 mod client_io;
 mod connections;
 pub mod drain;
+pub use accept::listen;
 pub mod tls;
 
 use std::sync::Arc;
