@@ -3,11 +3,6 @@
 
 use crate::harness::*;
 
-fn hash(key: &str) -> String {
-    use sha2::Digest;
-    format!("sha256:{:x}", sha2::Sha256::digest(key.as_bytes()))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn good_bad_and_missing_keys() {
     let up = Upstream::start("api").await;
@@ -30,8 +25,8 @@ routes:
             - {{ id: team-b, hash: "{b}" }}
 "#,
             up = up.addr,
-            a = hash("key-of-team-a"),
-            b = hash("key-of-team-b"),
+            a = api_key_hash("key-of-team-a"),
+            b = api_key_hash("key-of-team-b"),
         ),
     ));
     let c = client();

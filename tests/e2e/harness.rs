@@ -520,3 +520,31 @@ pub fn test_clip(dir: &Path) -> PathBuf {
     assert!(ok, "ffmpeg makes the test clip");
     clip
 }
+
+/// Serves `handler` over HTTP/1.1 and h2c on `listener`, one task per connection, until the
+/// returned task is aborted: the accept loop of the tests' hand-written origins.
+pub fn serve_http<H, F>(listener: TcpListener, handler: H) -> tokio::task::JoinHandle<()>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service_fn(handler))
+                    .await;
+            });
+        }
+    })
+}
+
+/// How the `api_key` plugin's config stores a key: `sha256:` and its hex digest.
+pub fn api_key_hash(key: &str) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(key.as_bytes()))
+}

@@ -11,9 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
@@ -38,20 +36,7 @@ impl FileOrigin {
         let addr = listener.local_addr().expect("addr");
         let hits = Arc::new(Mutex::new(HashMap::new()));
         let (h, dir) = (hits.clone(), Arc::new(dir));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (h, dir) = (h.clone(), dir.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| serve(dir.clone(), h.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let task = serve_http(listener, move |req| serve(dir.clone(), h.clone(), req));
         FileOrigin { addr, hits, task }
     }
 

@@ -16,11 +16,6 @@ fn token(sub: &str) -> String {
     .expect("token")
 }
 
-fn hash(key: &str) -> String {
-    use sha2::Digest;
-    format!("sha256:{:x}", sha2::Sha256::digest(key.as_bytes()))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn global_chain_identity_keyed_limits_and_local_responses() {
     let up = Upstream::start("api").await;
@@ -50,8 +45,8 @@ routes:
       - rate_limit: {{ limit: 1/m, key: [api_key] }}
 "#,
             up = up.addr,
-            a = hash("key-a"),
-            b = hash("key-b"),
+            a = api_key_hash("key-a"),
+            b = api_key_hash("key-b"),
         ),
     ));
     let c = client();
