@@ -79,9 +79,11 @@ impl Clicks {
             }
             shard.insert(code.to_owned(), 1);
         }
-        drop(shard);
+        // Counted while the shard is still locked: a flush drains the shard under this lock,
+        // so it can never subtract a click from `pending` before the click was added to it.
         let pending = self.pending.fetch_add(1, Ordering::AcqRel) + 1;
         self.metrics.clicks_pending.inc();
+        drop(shard);
         if pending >= self.flush_max || self.codes.load(Ordering::Acquire) >= self.max_codes / 2 {
             self.want_flush();
         }
