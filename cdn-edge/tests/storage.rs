@@ -109,6 +109,38 @@ async fn memory_round_trip() {
     assert!(stats.memory_bytes >= data.len() as u64);
 }
 
+/// A memory hit rebuilds the meta from the decoded header kept beside the object: it must be
+/// the stored meta exactly (internal fields, status, every header in order and case).
+#[tokio::test]
+async fn a_memory_hit_returns_the_stored_meta_exactly() {
+    let storage = memory_only(1 << 20, 1 << 20);
+    let key = CacheKey::new("mem/exact-meta", "");
+    let mut header = ResponseHeader::build(203, None).unwrap();
+    header.append_header("Cache-Control", "max-age=60").unwrap();
+    header.append_header("X-Multi", "one").unwrap();
+    header.append_header("x-multi", "two").unwrap();
+    header.append_header("ETag", "\"v1\"").unwrap();
+    let created = SystemTime::now() - Duration::from_secs(30);
+    let mut stored = CacheMeta::new(created + Duration::from_secs(90), created, 7, 11, header);
+    stored.set_variance([9u8; 16]);
+    fill(storage, &key, &stored, b"body").await;
+    let (meta, _) = get(storage, &key).await.unwrap();
+    assert_eq!(meta.serialize().unwrap(), stored.serialize().unwrap());
+    assert_eq!(meta.response_header().status.as_u16(), 203);
+
+    // After a revalidation (`updated` moves, the header changes) the hit follows.
+    stored.update_freshness(SystemTime::now() + Duration::from_secs(300), 1, 2);
+    stored
+        .response_header_mut()
+        .insert_header("ETag", "\"v2\"")
+        .unwrap();
+    assert!(storage.update_meta(&key, &stored, &span()).await.unwrap());
+    let (meta, got) = get(storage, &key).await.unwrap();
+    assert_eq!(meta.serialize().unwrap(), stored.serialize().unwrap());
+    assert_eq!(meta.updated(), stored.updated());
+    assert_eq!(got, b"body");
+}
+
 #[tokio::test]
 async fn disk_round_trip_without_memory() {
     let dir = tempfile::tempdir().unwrap();

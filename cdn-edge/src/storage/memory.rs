@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -12,6 +13,7 @@ use pingora_cache::storage::{HandleHit, HitHandler, Storage};
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
 use tinyufo::TinyUfo;
 use tokio::sync::watch;
 
@@ -22,15 +24,59 @@ use super::{MetaBytes, ObjectKey};
 pub(crate) struct MemObject {
     key: ObjectKey,
     meta: MetaBytes,
+    /// The response header of `meta`, decoded once when the object is stored: a hit clones it
+    /// instead of decompressing and parsing the stored header again.
+    header: ResponseHeader,
+    /// What `header` takes in memory, roughly (it counts against the bound).
+    header_size: usize,
     body: Bytes,
 }
 
 impl MemObject {
-    /// Bytes this object counts against the bound: body plus serialized meta.
+    /// The object with its header decoded; fails when `meta` does not decode.
+    fn new(key: ObjectKey, meta: MetaBytes, body: Bytes) -> Result<Self> {
+        let header = CacheMeta::deserialize(&meta.0, &meta.1)?.response_header_copy();
+        let header_size = header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + HEADER_ENTRY_OVERHEAD)
+            .sum();
+        Ok(MemObject {
+            key,
+            meta,
+            header,
+            header_size,
+            body,
+        })
+    }
+
+    /// Bytes this object counts against the bound: body, serialized meta and decoded header.
     fn size(&self) -> usize {
-        self.meta.0.len() + self.meta.1.len() + self.body.len()
+        self.meta.0.len() + self.meta.1.len() + self.header_size + self.body.len()
+    }
+
+    /// The object's [`CacheMeta`]: its serialized internal meta decoded (cheap), with the
+    /// decoded header put in place of a bare one.
+    fn cache_meta(&self) -> Result<CacheMeta> {
+        let mut meta = CacheMeta::deserialize(&self.meta.0, &BARE_HEADER)?;
+        *meta.response_header_mut() = self.header.clone();
+        Ok(meta)
     }
 }
+
+/// Memory a decoded header entry takes beyond its name and value (map slot, indices).
+const HEADER_ENTRY_OVERHEAD: usize = 32;
+
+/// A serialized header with no fields, decoded in place of an object's own header by
+/// [`MemObject::cache_meta`]: a few bytes, so decoding it costs next to nothing.
+static BARE_HEADER: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let header = ResponseHeader::build(200, Some(0)).expect("a bare 200 response header builds");
+    let now = SystemTime::now();
+    CacheMeta::new(now, now, 0, 0, header)
+        .serialize()
+        .expect("a bare response header serializes")
+        .1
+});
 
 /// Progress of an object being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,13 +147,10 @@ impl MemoryTier {
             return partial_hit(temp).map(Some);
         }
         match self.cache.get(key) {
-            Some(object) if object.key == *key => {
-                let meta = CacheMeta::deserialize(&object.meta.0, &object.meta.1)?;
-                Ok(Some((
-                    meta,
-                    Box::new(CompleteHit::new(object.body.clone())),
-                )))
-            }
+            Some(object) if object.key == *key => Ok(Some((
+                object.cache_meta()?,
+                Box::new(CompleteHit::new(object.body.clone())),
+            ))),
             _ => Ok(None),
         }
     }
@@ -158,7 +201,14 @@ impl MemoryTier {
     /// Offers an object to the tier. Returns whether it was admitted (it may be too large, or
     /// TinyLFU may prefer the object it would have evicted).
     pub fn admit(&self, key: ObjectKey, meta: MetaBytes, body: Bytes) -> bool {
-        self.insert(Arc::new(MemObject { key, meta, body }), false)
+        match MemObject::new(key, meta, body) {
+            Ok(object) => self.insert(Arc::new(object), false),
+            Err(e) => {
+                log::warn!("not keeping an object in memory: its meta does not decode: {e}");
+                incr(&self.stats.memory_rejections);
+                false
+            }
+        }
     }
 
     /// Replaces any object of the same key with `object` (if admitted). `force` skips the
@@ -241,11 +291,7 @@ impl MemoryTier {
             return Ok(false);
         };
         let meta = update(&old.meta)?;
-        let object = MemObject {
-            key: *key,
-            meta,
-            body: old.body.clone(),
-        };
+        let object = MemObject::new(*key, meta, old.body.clone())?;
         Ok(self.insert(Arc::new(object), true))
     }
 }
