@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::l4::listener::Listener;
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
 use tokio::net::{TcpListener, TcpSocket};
@@ -64,7 +63,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service for PlainListener<A> {
             return;
         };
         let listener = match bind(self.address, fds).await {
-            Ok(l) => Arc::new(Listener::from(l)),
+            Ok(l) => Arc::new(l),
             Err(e) => {
                 // pingora's own listeners panic here; a listener that cannot bind leaves the
                 // process unable to do its job, so it stops, saying why.
@@ -98,7 +97,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service for PlainListener<A> {
 
 /// Accepts until shutdown; each connection runs in its own small task.
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
-    listener: Arc<Listener>,
+    listener: Arc<TcpListener>,
     app: Arc<A>,
     mut shutdown: ShutdownWatch,
 ) {
@@ -112,13 +111,13 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
             },
         };
         match accepted {
-            Ok(mut stream) => {
-                if let Err(e) = stream.set_nodelay() {
+            Ok((tcp, peer)) => {
+                if let Err(e) = tcp.set_nodelay(true) {
                     log::debug!("TCP_NODELAY on a client connection: {e}");
                 }
                 let (app, shutdown) = (app.clone(), shutdown.clone());
                 tokio::spawn(async move {
-                    let conn = Box::new(ClientConn::new(stream));
+                    let conn = Box::new(ClientConn::new(tcp, peer));
                     let mut next = app.process_new(conn, &shutdown).await;
                     while let Some(stream) = next {
                         next = app.process_new(stream, &shutdown).await;

@@ -1,59 +1,110 @@
-//! A plain client connection with a write buffer of one MSS, sent together with the write that
-//! overflows it.
+//! A plain client connection: the accepted TCP socket, read ahead when a request arrives and
+//! written through a buffer of one MSS.
 //!
-//! pingora sizes a connection's L4 buffers during its TLS-capable handshake step, which the
-//! lean accept loop ([`super::accept`]) skips; a stream made straight from a socket writes
-//! through unbuffered, and pingora's HTTP/1 layer then sends a response's header and its body
-//! in two `send`s. This wrapper restores the one-MSS write buffer, so a small response still
-//! leaves in one. A larger body does not go through the buffer: it leaves in one vectored
-//! `send` with the header still buffered before it (a tokio `BufWriter` would send the header
-//! alone first), so a 1 MiB cache hit is one `writev`, as Varnish's.
+//! The keep-alive loop ([`super::connections`]) waits for each request with a one-byte
+//! [`Peek::try_peek`] before handing the connection to pingora. Here that wait holds no buffer:
+//! it waits for the socket to become readable, then reads whatever the client sent (a request,
+//! usually whole) into a stack buffer and keeps those bytes, which pingora's first read gets.
+//! One `recv` per request, as nginx, where reading the peeked byte and then the rest took two;
+//! and an idle connection still holds nothing but the socket.
 //!
-//! It also makes the one-byte peek of the keep-alive loop ([`super::connections`]) cheap.
-//! pingora's stream peeks by reading the byte and pushing it back as a new `Vec`, so its next
-//! read returns that byte alone and pingora parses a one-byte request head before reading the
-//! rest. Here the byte is kept in the connection, and the next read returns it together with
-//! whatever the socket already holds: one allocation, one read and one parse fewer per request.
+//! Writes are buffered up to one MSS, so a small response (header and body) leaves in one
+//! `send`. A larger body does not go through the buffer: it leaves in one vectored `send` with
+//! the header still buffered before it (a tokio `BufWriter` would send the header alone first),
+//! so a 1 MiB cache hit is one `writev`, as Varnish's.
+//!
+//! pingora's own `Stream` is not used for these connections: it keeps per-read timing and
+//! peeks by reading and pushing back, and the socket itself is all this needs.
 
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-
-/// A client TCP connection whose writes are buffered up to one MSS until flushed.
-#[derive(Debug)]
-pub struct ClientConn {
-    io: L4Stream,
-    /// Bytes written and not yet sent: at most [`WRITE_BUFFER`] of them. They leave on a flush,
-    /// or in one vectored send together with the next write that does not fit beside them.
-    pending: Vec<u8>,
-    /// A byte read by a one-byte [`Peek::try_peek`], returned by the next read before anything
-    /// read from the socket.
-    peeked: Option<u8>,
-}
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 /// The write buffer: one MSS, as pingora's own buffered streams.
 const WRITE_BUFFER: usize = DEFAULT_L4_WRITE_BUFFER_SIZE;
+/// The most one read-ahead takes from the socket: pingora's first read of a request head.
+const READ_AHEAD: usize = 4096;
+
+/// An accepted client TCP connection (see the module docs).
+#[derive(Debug)]
+pub struct ClientConn {
+    tcp: TcpStream,
+    /// Bytes read ahead by [`Peek::try_peek`]; reads return them (from `read_at` on) before
+    /// anything more from the socket. Empty, without capacity, once they are all returned.
+    read_ahead: Vec<u8>,
+    read_at: usize,
+    /// Bytes written and not yet sent: at most [`WRITE_BUFFER`] of them. They leave on a flush,
+    /// or in one vectored send together with the next write that does not fit beside them.
+    pending: Vec<u8>,
+    accepted_at: SystemTime,
+    socket: Arc<SocketDigest>,
+    proxy: Option<Arc<ProxyDigest>>,
+}
 
 impl ClientConn {
-    /// Wraps an accepted stream.
-    pub fn new(stream: L4Stream) -> Self {
+    /// Wraps a socket accepted from `peer`.
+    pub fn new(tcp: TcpStream, peer: SocketAddr) -> Self {
+        let socket = SocketDigest::from_raw_fd(tcp.as_raw_fd());
+        // A new cell: the set cannot fail.
+        let _ = socket.peer_addr.set(Some(peer.into()));
         Self {
-            io: stream,
+            tcp,
+            read_ahead: Vec::new(),
+            read_at: 0,
             pending: Vec::new(),
-            peeked: None,
+            accepted_at: SystemTime::now(),
+            socket: Arc::new(socket),
+            proxy: None,
+        }
+    }
+
+    /// The bytes read ahead and not yet returned.
+    fn read_ahead(&self) -> &[u8] {
+        &self.read_ahead[self.read_at..]
+    }
+
+    /// Waits until the socket has data and reads what it holds onto the read-ahead. Fails with
+    /// `UnexpectedEof` when the client closed.
+    async fn read_more(&mut self) -> io::Result<()> {
+        loop {
+            self.tcp.readable().await?;
+            if self.read_now()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads what the socket holds now onto the read-ahead; `false` when it held nothing. The
+    /// buffer is on the stack of this (non-async) call, never in a waiting future.
+    fn read_now(&mut self) -> io::Result<bool> {
+        let mut chunk = [0u8; READ_AHEAD];
+        match self.tcp.try_read(&mut chunk) {
+            Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                if self.read_at == self.read_ahead.len() {
+                    self.read_ahead.clear();
+                    self.read_at = 0;
+                }
+                self.read_ahead.extend_from_slice(&chunk[..n]);
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -69,7 +120,7 @@ impl ClientConn {
             let mut slices = Vec::with_capacity(bufs.len() + 1);
             slices.push(io::IoSlice::new(&self.pending));
             slices.extend_from_slice(bufs);
-            let sent = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices))?;
+            let sent = ready!(Pin::new(&mut self.tcp).poll_write_vectored(cx, &slices))?;
             if sent == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -86,8 +137,8 @@ impl ClientConn {
         match bufs {
             [] => Poll::Ready(Ok(0)),
             [one] if one.is_empty() => Poll::Ready(Ok(0)),
-            [one] => Pin::new(&mut self.io).poll_write(cx, one),
-            _ => Pin::new(&mut self.io).poll_write_vectored(cx, bufs),
+            [one] => Pin::new(&mut self.tcp).poll_write(cx, one),
+            _ => Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs),
         }
     }
 }
@@ -106,19 +157,17 @@ impl AsyncRead for ClientConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let Some(byte) = self.peeked else {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
-        };
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
+        let ahead = self.read_ahead();
+        if ahead.is_empty() {
+            return Pin::new(&mut self.tcp).poll_read(cx, buf);
         }
-        buf.put_slice(&[byte]);
-        self.peeked = None;
-        // The rest of the request is usually in the socket already: return it with the byte.
-        // Nothing more yet, or an error, still returns the byte; the next read waits for more
-        // or reports the error.
-        if buf.remaining() > 0 {
-            let _ = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = ahead.len().min(buf.remaining());
+        buf.put_slice(&ahead[..n]);
+        self.read_at += n;
+        if self.read_at == self.read_ahead.len() {
+            // Nothing kept while the connection idles until its next request.
+            self.read_ahead = Vec::new();
+            self.read_at = 0;
         }
         Poll::Ready(Ok(()))
     }
@@ -159,12 +208,12 @@ impl AsyncWrite for ClientConn {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_behind_pending(cx, &[]))?;
-        Pin::new(&mut self.io).poll_flush(cx)
+        Pin::new(&mut self.tcp).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.as_mut().poll_flush(cx))?;
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
     }
 }
 
@@ -179,7 +228,7 @@ impl Shutdown for ClientConn {
 
 impl UniqueID for ClientConn {
     fn id(&self) -> UniqueIDType {
-        self.io.id()
+        self.tcp.as_raw_fd()
     }
 }
 
@@ -187,61 +236,50 @@ impl Ssl for ClientConn {}
 
 #[async_trait]
 impl Peek for ClientConn {
+    /// Waits until `buf.len()` bytes have arrived and copies them, leaving them to be read.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        if let [slot] = buf {
-            let byte = match self.peeked {
-                Some(byte) => byte,
-                None => self.io.read_u8().await?,
-            };
-            *slot = byte;
-            self.peeked = Some(byte);
-            return Ok(true);
+        while self.read_ahead().len() < buf.len() {
+            self.read_more().await?;
         }
-        // A longer peek: pingora's stream replays what it reads, after the byte kept here.
-        if let Some(byte) = self.peeked.take() {
-            self.io.rewind(&[byte]);
-        }
-        self.io.try_peek(buf).await
+        buf.copy_from_slice(&self.read_ahead()[..buf.len()]);
+        Ok(true)
     }
 }
 
 impl GetTimingDigest for ClientConn {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.io.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.io.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.io.get_write_pending_time()
+        vec![Some(TimingDigest {
+            established_ts: self.accepted_at,
+            ..TimingDigest::default()
+        })]
     }
 }
 
 impl GetProxyDigest for ClientConn {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.io.get_proxy_digest()
+        self.proxy.clone()
     }
 
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.io.set_proxy_digest(digest);
+        self.proxy = Some(Arc::new(digest));
     }
 }
 
 impl GetSocketDigest for ClientConn {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.io.get_socket_digest()
+        Some(self.socket.clone())
     }
 
     fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.io.set_socket_digest(digest);
+        self.socket = Arc::new(digest);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
     /// A connected pair: the client end, and the server end wrapped in a [`ClientConn`].
@@ -250,8 +288,8 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        (client, ClientConn::new(L4Stream::from(server)))
+        let (server, peer) = listener.accept().await.unwrap();
+        (client, ClientConn::new(server, peer))
     }
 
     #[tokio::test]
@@ -344,6 +382,32 @@ mod tests {
         conn.flush().await.unwrap();
         let n = client.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"HTTP/1.1 200 OK\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_request_larger_than_one_read_ahead_is_read_whole_and_then_nothing_is_kept() {
+        let (mut client, mut conn) = pair().await;
+        let request: Vec<u8> = (0..3 * READ_AHEAD + 17).map(|i| (i % 253) as u8).collect();
+        client.write_all(&request).await.unwrap();
+        let mut first = [0u8; 1];
+        assert!(conn.try_peek(&mut first).await.unwrap());
+        assert_eq!(first[0], request[0]);
+        let mut got = vec![0u8; request.len()];
+        conn.read_exact(&mut got).await.unwrap();
+        assert!(got == request, "the bytes differ");
+        assert_eq!(
+            conn.read_ahead.capacity(),
+            0,
+            "a drained read-ahead is freed"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_socket_digest_knows_the_client_address() {
+        let (client, conn) = pair().await;
+        let digest = conn.get_socket_digest().unwrap();
+        let peer = digest.peer_addr().and_then(|a| a.as_inet()).copied();
+        assert_eq!(peer, Some(client.local_addr().unwrap()));
     }
 
     #[tokio::test]
