@@ -4,9 +4,11 @@
 //! pingora-cache stores the first variant of a URL under the primary key and every other
 //! variant under the hash of primary key and variance; storage is only ever asked for one
 //! exact key. The storage records each secondary variant it starts writing here, by primary
-//! key. The index is in memory and bounded ([`MAX_PRIMARIES`] URLs, [`MAX_VARIANTS`] variants
-//! each, oldest dropped first). A variant the index lost (bound, restart) is still unreachable
-//! after a hard purge: pingora-cache only accepts variants newer than their primary slot.
+//! key, and the disk tier's object files record their primary key, so that the index is rebuilt
+//! from them at startup. The index is in memory and bounded ([`MAX_PRIMARIES`] URLs,
+//! [`MAX_VARIANTS`] variants each, oldest dropped first). A variant the index lost to the bound
+//! is still unreachable after a hard purge: pingora-cache only accepts variants newer than
+//! their primary slot.
 
 use std::collections::HashMap;
 

@@ -715,3 +715,69 @@ async fn variants_are_distinct_objects() {
     assert_eq!(get(storage, &a).await.unwrap().1, b"gzip");
     assert_eq!(get(storage, &b).await.unwrap().1, b"identity");
 }
+
+/// The variants of a URL are found again after a restart (the object files record their URL's
+/// primary key): a soft purge by URL marks every one stale and a hard purge removes them all.
+#[tokio::test]
+async fn a_purge_by_url_after_a_restart_reaches_every_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    let primary = CacheKey::new("vary-restart", "");
+    let mut gzip = primary.clone();
+    let mut br = primary.clone();
+    gzip.set_variance_key([1; 16]);
+    br.set_variance_key([2; 16]);
+    let other = CacheKey::new("vary-restart-other", "");
+    for (key, tag) in [(&primary, "p"), (&gzip, "g"), (&br, "b"), (&other, "o")] {
+        fill(storage, key, &meta_with(tag), tag.as_bytes()).await;
+    }
+
+    let restarted = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    let url = primary.to_compact();
+    assert_eq!(restarted.expire_url(&url).await.unwrap(), 3);
+    for key in [&primary, &gzip, &br] {
+        let (meta, _) = get(restarted, key).await.unwrap();
+        assert!(!meta.is_fresh(SystemTime::now()), "a variant stayed fresh");
+    }
+    assert!(get(restarted, &other)
+        .await
+        .unwrap()
+        .0
+        .is_fresh(SystemTime::now()));
+
+    let again = tiered(dir.path(), 1 << 20, 1 << 20, 10 << 20);
+    assert_eq!(again.purge_url(&url).await.unwrap(), 3);
+    for key in [&primary, &gzip, &br] {
+        assert!(again.lookup(key, &span()).await.unwrap().is_none());
+    }
+    assert!(get(again, &other).await.is_some());
+    assert_eq!(again.stats_snapshot().corrupt_dropped, 0);
+}
+
+/// Object files of the first format (no primary key in the header) are still served.
+#[tokio::test]
+async fn a_first_format_object_file_is_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = tiered(dir.path(), 1 << 20, 1024, 10 << 20);
+    let key = CacheKey::new("format-v1", "");
+    let data = body(5_000, 9);
+    fill(storage, &key, &meta_with("v1"), &data).await;
+    // Rewrite the file in the first format: magic "MRDNOBJ1", the 16-byte primary key taken
+    // out of the header, the header checksum over its first 56 bytes.
+    let path = object_path(dir.path(), &key);
+    let v2 = std::fs::read(&path).unwrap();
+    assert_eq!(&v2[..8], b"MRDNOBJ2");
+    let mut v1 = Vec::new();
+    v1.extend_from_slice(b"MRDNOBJ1");
+    v1.extend_from_slice(&v2[8..24]);
+    v1.extend_from_slice(&v2[40..72]);
+    let check = xxhash_rust::xxh3::xxh3_64(&v1);
+    v1.extend_from_slice(&check.to_le_bytes());
+    v1.extend_from_slice(&v2[80..]);
+    std::fs::write(&path, &v1).unwrap();
+
+    let restarted = tiered(dir.path(), 1 << 20, 1024, 10 << 20);
+    let (meta, got) = get(restarted, &key).await.unwrap();
+    assert_eq!((tag(&meta), got), ("v1".into(), data));
+    assert_eq!(restarted.stats_snapshot().corrupt_dropped, 0);
+}

@@ -41,16 +41,22 @@ impl TieredStorage {
     /// from the files there (blocking I/O: call it once at startup).
     pub fn new(config: StorageConfig) -> io::Result<Self> {
         let stats = Arc::new(StorageStats::default());
-        let disk = config
-            .disk
-            .as_ref()
-            .map(|disk| DiskTier::open(disk, stats.clone()))
-            .transpose()?;
+        let variants = VariantIndex::default();
+        let disk = match &config.disk {
+            Some(disk) => {
+                let (tier, found) = DiskTier::open(disk, stats.clone())?;
+                for (primary, object) in found {
+                    variants.record(primary, object);
+                }
+                Some(tier)
+            }
+            None => None,
+        };
         Ok(TieredStorage {
             memory: MemoryTier::new(config.memory_bytes, config.memory_max_object, stats.clone()),
             disk,
             stats,
-            variants: VariantIndex::default(),
+            variants,
         })
     }
 
@@ -213,6 +219,7 @@ impl Storage for TieredStorage {
         Ok(Box::new(TieredMiss {
             storage: self,
             key: object,
+            primary: key.primary_bin(),
             id: id.into(),
             temp,
             written: 0,
@@ -276,6 +283,8 @@ impl Storage for TieredStorage {
 struct TieredMiss {
     storage: &'static TieredStorage,
     key: ObjectKey,
+    /// The primary (URL) key the object is a variant of (`key` itself for the primary slot).
+    primary: ObjectKey,
     id: U64WriteId,
     temp: Arc<TempObject>,
     written: usize,
@@ -311,7 +320,12 @@ impl HandleMiss for TieredMiss {
             // object somewhere at every step.
             if let Some(disk) = &storage.disk {
                 if let Err(e) = disk
-                    .store(self.key, self.temp.meta().clone(), body.clone())
+                    .store(
+                        self.key,
+                        self.primary,
+                        self.temp.meta().clone(),
+                        body.clone(),
+                    )
                     .await
                 {
                     warn!("cache object not stored on disk: {e}");

@@ -2,16 +2,22 @@
 //!
 //! ```text
 //! offset  size  field
-//!      0     8  magic "MRDNOBJ1"
+//!      0     8  magic "MRDNOBJ2"
 //!      8    16  object key (combined cache key hash)
-//!     24     4  internal meta length (LE)
-//!     28     4  header meta length (LE)
-//!     32     8  body length (LE)
-//!     40     8  xxh3-64 of internal meta followed by header meta
-//!     48     8  xxh3-64 of the body
-//!     56     8  xxh3-64 of bytes 0..56
-//!     64        internal meta, header meta, body
+//!     24    16  primary key hash (of the URL; differs from the object key for a `Vary`
+//!               variant other than the first)
+//!     40     4  internal meta length (LE)
+//!     44     4  header meta length (LE)
+//!     48     8  body length (LE)
+//!     56     8  xxh3-64 of internal meta followed by header meta
+//!     64     8  xxh3-64 of the body
+//!     72     8  xxh3-64 of bytes 0..72
+//!     80        internal meta, header meta, body
 //! ```
+//!
+//! Files of the first format ("MRDNOBJ1": the same without the primary key, so a 64-byte
+//! header) are still read and served; they are rewritten in the first format, and their
+//! variants are not known to a purge by URL after a restart.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -23,9 +29,12 @@ use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use crate::storage::{MetaBytes, ObjectKey};
 
-const MAGIC: &[u8; 8] = b"MRDNOBJ1";
+const MAGIC: &[u8; 8] = b"MRDNOBJ2";
+const MAGIC_V1: &[u8; 8] = b"MRDNOBJ1";
 /// Size of the fixed header.
-pub(crate) const HEADER_LEN: u64 = 64;
+const HEADER_LEN: u64 = 80;
+/// Size of the fixed header of a first-format file.
+const HEADER_LEN_V1: u64 = 64;
 /// Size of one read or write when streaming a body.
 pub(crate) const CHUNK: usize = 64 * 1024;
 
@@ -52,6 +61,8 @@ impl From<io::Error> for ReadError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ObjectHeader {
     pub key: ObjectKey,
+    /// The primary (URL) key; `None` in a first-format file, which does not record it.
+    pub primary: Option<ObjectKey>,
     pub internal_len: u32,
     pub header_len: u32,
     pub body_len: u64,
@@ -60,9 +71,23 @@ pub(crate) struct ObjectHeader {
 }
 
 impl ObjectHeader {
+    /// Size of this file's fixed header.
+    fn fixed_len(&self) -> u64 {
+        if self.primary.is_some() {
+            HEADER_LEN
+        } else {
+            HEADER_LEN_V1
+        }
+    }
+
+    /// Offset of the meta in the file.
+    pub fn meta_offset(&self) -> u64 {
+        self.fixed_len()
+    }
+
     /// Offset of the body in the file.
     pub fn body_offset(&self) -> u64 {
-        HEADER_LEN + u64::from(self.internal_len) + u64::from(self.header_len)
+        self.fixed_len() + u64::from(self.internal_len) + u64::from(self.header_len)
     }
 
     /// Size of the whole file.
@@ -70,46 +95,77 @@ impl ObjectHeader {
         self.body_offset() + self.body_len
     }
 
-    fn encode(&self) -> [u8; HEADER_LEN as usize] {
-        let mut out = [0u8; HEADER_LEN as usize];
-        out[0..8].copy_from_slice(MAGIC);
-        out[8..24].copy_from_slice(&self.key);
-        out[24..28].copy_from_slice(&self.internal_len.to_le_bytes());
-        out[28..32].copy_from_slice(&self.header_len.to_le_bytes());
-        out[32..40].copy_from_slice(&self.body_len.to_le_bytes());
-        out[40..48].copy_from_slice(&self.meta_hash.to_le_bytes());
-        out[48..56].copy_from_slice(&self.body_hash.to_le_bytes());
-        let check = xxh3_64(&out[0..56]);
-        out[56..64].copy_from_slice(&check.to_le_bytes());
+    /// The fixed header as written: the current format, or the first one for a header read from
+    /// a first-format file (which has no primary key to write).
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER_LEN as usize);
+        match &self.primary {
+            Some(primary) => {
+                out.extend_from_slice(MAGIC);
+                out.extend_from_slice(&self.key);
+                out.extend_from_slice(primary);
+            }
+            None => {
+                out.extend_from_slice(MAGIC_V1);
+                out.extend_from_slice(&self.key);
+            }
+        }
+        out.extend_from_slice(&self.internal_len.to_le_bytes());
+        out.extend_from_slice(&self.header_len.to_le_bytes());
+        out.extend_from_slice(&self.body_len.to_le_bytes());
+        out.extend_from_slice(&self.meta_hash.to_le_bytes());
+        out.extend_from_slice(&self.body_hash.to_le_bytes());
+        let check = xxh3_64(&out);
+        out.extend_from_slice(&check.to_le_bytes());
         out
     }
 
-    fn decode(raw: &[u8; HEADER_LEN as usize]) -> Result<Self, ReadError> {
-        let le64 = |r: std::ops::Range<usize>| {
+    /// Decodes a fixed header: `raw` holds its first [`HEADER_LEN_V1`] bytes, and `rest` reads
+    /// the bytes after those when the format has more.
+    fn decode(
+        raw: &[u8; HEADER_LEN_V1 as usize],
+        rest: impl FnOnce(&mut [u8]) -> io::Result<()>,
+    ) -> Result<Self, ReadError> {
+        let mut all = [0u8; HEADER_LEN as usize];
+        all[..raw.len()].copy_from_slice(raw);
+        let (primary_len, len) = match &raw[0..8] {
+            m if m == MAGIC => {
+                rest(&mut all[raw.len()..])?;
+                (16, HEADER_LEN as usize)
+            }
+            m if m == MAGIC_V1 => (0, HEADER_LEN_V1 as usize),
+            _ => return Err(ReadError::Corrupt("bad magic")),
+        };
+        let fields = &all[..len];
+        let le64 = |at: usize| {
             let mut b = [0u8; 8];
-            b.copy_from_slice(&raw[r]);
+            b.copy_from_slice(&fields[at..at + 8]);
             u64::from_le_bytes(b)
         };
-        let le32 = |r: std::ops::Range<usize>| {
+        let le32 = |at: usize| {
             let mut b = [0u8; 4];
-            b.copy_from_slice(&raw[r]);
+            b.copy_from_slice(&fields[at..at + 4]);
             u32::from_le_bytes(b)
         };
-        if &raw[0..8] != MAGIC {
-            return Err(ReadError::Corrupt("bad magic"));
-        }
-        if xxh3_64(&raw[0..56]) != le64(56..64) {
+        if xxh3_64(&fields[..len - 8]) != le64(len - 8) {
             return Err(ReadError::Corrupt("bad header checksum"));
         }
         let mut key = ObjectKey::default();
-        key.copy_from_slice(&raw[8..24]);
+        key.copy_from_slice(&fields[8..24]);
+        let primary = (primary_len > 0).then(|| {
+            let mut primary = ObjectKey::default();
+            primary.copy_from_slice(&fields[24..40]);
+            primary
+        });
+        let at = 24 + primary_len;
         Ok(ObjectHeader {
             key,
-            internal_len: le32(24..28),
-            header_len: le32(28..32),
-            body_len: le64(32..40),
-            meta_hash: le64(40..48),
-            body_hash: le64(48..56),
+            primary,
+            internal_len: le32(at),
+            header_len: le32(at + 4),
+            body_len: le64(at + 8),
+            meta_hash: le64(at + 16),
+            body_hash: le64(at + 24),
         })
     }
 }
@@ -138,12 +194,14 @@ fn meta_lens(meta: &MetaBytes) -> io::Result<(u32, u32)> {
 pub(crate) fn write_object(
     path: &Path,
     key: &ObjectKey,
+    primary: &ObjectKey,
     meta: &MetaBytes,
     body: &[u8],
 ) -> io::Result<u64> {
     let (internal_len, header_len) = meta_lens(meta)?;
     let header = ObjectHeader {
         key: *key,
+        primary: Some(*primary),
         internal_len,
         header_len,
         body_len: body.len() as u64,
@@ -194,9 +252,9 @@ pub(crate) fn rewrite_meta(
 
 /// Reads and checks the header of `file` (magic, header checksum, length against the file).
 pub(crate) fn read_header(file: &File) -> Result<ObjectHeader, ReadError> {
-    let mut raw = [0u8; HEADER_LEN as usize];
+    let mut raw = [0u8; HEADER_LEN_V1 as usize];
     file.read_exact_at(&mut raw, 0)?;
-    let header = ObjectHeader::decode(&raw)?;
+    let header = ObjectHeader::decode(&raw, |rest| file.read_exact_at(rest, HEADER_LEN_V1))?;
     if file.metadata()?.len() != header.file_len() {
         return Err(ReadError::Corrupt("file length does not match its header"));
     }
@@ -208,8 +266,11 @@ pub(crate) fn read_meta(file: &File) -> Result<(ObjectHeader, MetaBytes), ReadEr
     let header = read_header(file)?;
     let mut internal = vec![0u8; header.internal_len as usize];
     let mut head = vec![0u8; header.header_len as usize];
-    file.read_exact_at(&mut internal, HEADER_LEN)?;
-    file.read_exact_at(&mut head, HEADER_LEN + u64::from(header.internal_len))?;
+    file.read_exact_at(&mut internal, header.meta_offset())?;
+    file.read_exact_at(
+        &mut head,
+        header.meta_offset() + u64::from(header.internal_len),
+    )?;
     if meta_hash(&internal, &head) != header.meta_hash {
         return Err(ReadError::Corrupt("bad meta checksum"));
     }

@@ -79,11 +79,24 @@ where
         .map_err(|e| internal_error("disk cache task failed", e))
 }
 
+/// An object file the startup scan found good.
+struct FoundFile {
+    mtime: SystemTime,
+    key: ObjectKey,
+    /// `None` for a first-format file.
+    primary: Option<ObjectKey>,
+    size: u64,
+}
+
 impl DiskTier {
     /// Opens (creating if needed) the tier at `config.path`, clears leftover temp files and
-    /// rebuilds the index from the object files, dropping those with a bad header.
-    /// Blocking: call it at startup, before serving.
-    pub fn open(config: &DiskConfig, stats: Arc<StorageStats>) -> io::Result<Self> {
+    /// rebuilds the index from the object files, dropping those with a bad header. Returns the
+    /// tier and the `Vary` variants found in it: (primary key, object key) of each object that
+    /// is not its URL's primary slot. Blocking: call it at startup, before serving.
+    pub fn open(
+        config: &DiskConfig,
+        stats: Arc<StorageStats>,
+    ) -> io::Result<(Self, Vec<(ObjectKey, ObjectKey)>)> {
         let objects = config.path.join("objects");
         let tmp = config.path.join("tmp");
         if tmp.exists() {
@@ -102,10 +115,11 @@ impl DiskTier {
             stats,
             next_tmp: AtomicU64::new(0),
         };
-        inner.scan()?;
-        Ok(DiskTier {
+        let variants = inner.scan()?;
+        let tier = DiskTier {
             inner: Arc::new(inner),
-        })
+        };
+        Ok((tier, variants))
     }
 
     /// Largest object file this tier admits.
@@ -124,16 +138,23 @@ impl DiskTier {
         blocking(move || inner.read(key, keep_limit)).await?
     }
 
-    /// Stores an object, evicting least recently used ones to stay within the byte bound.
-    /// Returns false when the object is larger than the tier's `max_object`.
-    pub async fn store(&self, key: ObjectKey, meta: MetaBytes, body: Bytes) -> Result<bool> {
+    /// Stores an object (of the URL whose primary key is `primary`), evicting least recently
+    /// used ones to stay within the byte bound. Returns false when the object is larger than
+    /// the tier's `max_object`.
+    pub async fn store(
+        &self,
+        key: ObjectKey,
+        primary: ObjectKey,
+        meta: MetaBytes,
+        body: Bytes,
+    ) -> Result<bool> {
         if file::object_file_len(&meta, body.len()) > self.inner.max_object {
             return Ok(false);
         }
         let inner = self.inner.clone();
         blocking(move || {
             let tmp = inner.tmp_path(&key);
-            let written = file::write_object(&tmp, &key, &meta, &body)
+            let written = file::write_object(&tmp, &key, &primary, &meta, &body)
                 .and_then(|size| inner.commit(key, &tmp, size, None));
             if written.is_err() {
                 let _ = fs::remove_file(&tmp);
@@ -192,7 +213,8 @@ impl Inner {
     }
 
     /// Rebuilds the index from the object files, oldest first, then trims it to the bound.
-    fn scan(&self) -> io::Result<()> {
+    /// Returns (primary key, object key) of the secondary `Vary` variants kept.
+    fn scan(&self) -> io::Result<Vec<(ObjectKey, ObjectKey)>> {
         let mut found = Vec::new();
         for dir in fs::read_dir(&self.objects)? {
             let dir = dir?.path();
@@ -208,31 +230,36 @@ impl Inner {
                 else {
                     continue;
                 };
-                match self.check_file(&path, &key) {
-                    Ok(Some((size, mtime))) => found.push((mtime, key, size)),
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
+                if let Some(found_file) = self.check_file(&path, &key)? {
+                    found.push(found_file);
                 }
             }
         }
-        found.sort();
+        found.sort_by_key(|f| f.mtime);
         let mut index = self.index.lock();
-        for (_, key, size) in found {
-            index.insert(key, size);
+        for f in &found {
+            index.insert(f.key, f.size);
         }
         self.evict_to_fit(&mut index, 0);
         self.publish(&index);
-        Ok(())
+        let variants = found
+            .iter()
+            .filter_map(|f| Some((f.primary?, f.key)))
+            .filter(|(primary, key)| primary != key && index.contains(key))
+            .collect();
+        Ok(variants)
     }
 
     /// Checks the header of one file found by the scan; drops it when torn or corrupt.
-    fn check_file(&self, path: &Path, key: &ObjectKey) -> io::Result<Option<(u64, SystemTime)>> {
+    fn check_file(&self, path: &Path, key: &ObjectKey) -> io::Result<Option<FoundFile>> {
         let file = File::open(path)?;
         match file::read_header(&file) {
-            Ok(header) if header.key == *key => {
-                let mtime = file.metadata()?.modified()?;
-                Ok(Some((header.file_len(), mtime)))
-            }
+            Ok(header) if header.key == *key => Ok(Some(FoundFile {
+                mtime: file.metadata()?.modified()?,
+                key: *key,
+                primary: header.primary,
+                size: header.file_len(),
+            })),
             Ok(_) => {
                 self.drop_corrupt(path, "key does not match the file name");
                 Ok(None)
