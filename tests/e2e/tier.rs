@@ -295,3 +295,96 @@ async fn a_down_shield_is_failed_over() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(origin.hits(), paths.len() + 1);
 }
+
+/// A shield the shield upstream's health checks mark down is tried last for its keys: fills go
+/// to the live shield without first being refused by the down one. When it is up again, its
+/// keys come back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shield_marked_down_by_health_checks_is_skipped() {
+    let origin = Upstream::start("origin").await;
+    let (live, flaky) = (free_port(), free_port());
+    let _live = Meridian::start(&shield_config(live, "shield-live", origin.addr));
+    let shields = [addr(flaky), addr(live)];
+    let ring = ring(&shields);
+    let ep = free_port();
+    let targets: Vec<String> = shields.iter().map(|s| format!("\"{s}\"")).collect();
+    let edge = Meridian::start(&with_listener(
+        ep,
+        &format!(
+            "{}upstreams:\n  origin: {{ targets: [\"{}\"] }}\n  shields: {{ targets: [{}], timeouts: {{ connect: 1s }}, retries: {{ attempts: 0 }}, health: {{ tcp: true, interval: 100ms, timeout: 500ms, unhealthy_after: 1, healthy_after: 1 }} }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{ default_ttl: 60s, shield: {{ upstream: shields, fallback: error }} }}\n",
+            cache_section("edge-h"),
+            origin.addr,
+            targets.join(", ")
+        ),
+    ));
+    let c = client();
+    let shield_state = |want_healthy: bool| {
+        let (c, admin, flaky) = (c.clone(), edge.admin.clone(), addr(flaky).to_string());
+        async move {
+            for _ in 0..100 {
+                let v: serde_json::Value = c
+                    .get(format!("{admin}/admin/upstreams"))
+                    .send()
+                    .await
+                    .expect("admin")
+                    .json()
+                    .await
+                    .expect("json");
+                let found = v["upstreams"]["shields"]["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t["address"] == flaky.as_str() && t["healthy"] == want_healthy);
+                if found {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        shield_state(false).await,
+        "the closed shield never became unhealthy"
+    );
+
+    let paths: Vec<String> = (0..16).map(|i| format!("/h/{i}")).collect();
+    let on_flaky = paths
+        .iter()
+        .filter(|p| picked(&ring, p) == addr(flaky))
+        .count();
+    assert!(on_flaky > 0, "some keys hash to the down shield");
+    for p in &paths {
+        assert_eq!(get(&c, ep, p, None).await.0, 200, "{p}");
+    }
+    let refused = format!(
+        "meridian_cache_shield_requests_total{{result=\"connect_error\",shield=\"{}\"}}",
+        addr(flaky)
+    );
+    let text = metrics(&c, &edge).await;
+    assert_eq!(
+        sample(&text, &refused),
+        0,
+        "the down shield was tried first: {text}"
+    );
+
+    // The shield comes up: after its health check passes, its keys go to it again.
+    let _flaky = Meridian::start(&shield_config(flaky, "shield-flaky", origin.addr));
+    assert!(
+        shield_state(true).await,
+        "the shield never became healthy again"
+    );
+    let back = (0..64)
+        .map(|i| format!("/k/{i}"))
+        .find(|p| picked(&ring, p) == addr(flaky))
+        .expect("a new key of that shield");
+    let hits_before = origin.hits();
+    assert_eq!(get(&c, ep, &back, None).await.0, 200);
+    assert_eq!(origin.hits(), hits_before + 1);
+    let ok_on_flaky = format!(
+        "meridian_cache_shield_requests_total{{result=\"ok\",shield=\"{}\"}}",
+        addr(flaky)
+    );
+    let text = metrics(&c, &edge).await;
+    assert_eq!(sample(&text, &ok_on_flaky), 1, "{text}");
+}

@@ -122,11 +122,12 @@ fn shield_peer(ctx: &mut RequestCtx, addr: SocketAddr) -> pingora::Result<Box<Ht
         return Err(status_error(504, "upstream total timeout"));
     }
     ctx.tried.push(addr);
-    ctx.target = None;
-    ctx.inflight = None;
+    // The attempt's outcome feeds the shield upstream's pool (latency, outlier ejection).
+    ctx.target = upstream.pool.pick_addr(addr);
+    ctx.inflight = ctx.target.as_ref().map(|pick| upstream.pool.begin(pick));
+    ctx.reported = ctx.target.is_none();
     ctx.attempt_start = Some(Instant::now());
     ctx.attempts += 1;
-    ctx.reported = true;
     Ok(Box::new(peer_for(&upstream, addr, left)))
 }
 
@@ -259,6 +260,7 @@ pub fn connect_failed(
     mut e: Box<Error>,
 ) -> Box<Error> {
     if let Some(retry) = tier::connect_failed(ctx) {
+        report(ctx, Outcome::ConnectError);
         // Failing over to the next shield (or the origin) is bounded by the shield count.
         e.set_retry(retry);
         if !retry {

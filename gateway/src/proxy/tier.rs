@@ -12,6 +12,11 @@
 //!   failed over in ring order ([`Shields::candidates`], each once); when every shield
 //!   refused, the route's own upstream (the origin) is used, or 502 is answered
 //!   (`fallback: error`). Requests that bypass the cache go to the origin.
+//! * The shields are the targets of an ordinary upstream, and their health counts: shields
+//!   that its active checks mark down or its outlier detection ejected move to the end of a
+//!   key's order (still tried, last, before the fallback), and every shield attempt's outcome
+//!   is reported to that upstream's pool like any other attempt (so repeated failures eject
+//!   a shield). Only keys of a down shield move, and they come back when it does.
 //!
 //! The hop header is a loop detector, not a trust boundary: it never enters the cache key
 //! (`vary` cannot name it), and a client that forges it can only get its own request
@@ -125,10 +130,16 @@ pub fn begin(session: &Session, ctx: &mut RequestCtx) {
     let Some(key) = session.cache.maybe_cache_key() else {
         return;
     };
-    let order = plan.ring.candidates(key.primary_key());
     let Some(upstream) = ctx.plan.upstream_plans.get(&plan.upstream).cloned() else {
         return;
     };
+    // Ring order, with the shields the upstream knows to be down moved (in order) to the end.
+    let (mut order, down): (Vec<_>, Vec<_>) = plan
+        .ring
+        .candidates(key.primary_key())
+        .into_iter()
+        .partition(|&addr| upstream.pool.is_live(addr));
+    order.extend(down);
     if order.is_empty() {
         return;
     }

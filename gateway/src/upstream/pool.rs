@@ -152,6 +152,32 @@ impl UpstreamPool {
         })
     }
 
+    /// The target at `addr`, picked as [`UpstreamPool::select`] would (for a caller that
+    /// chose the address itself, like the shield ring); `None` when no target has it.
+    pub fn pick_addr(&self, addr: SocketAddr) -> Option<Pick> {
+        let set = self.set.load();
+        let index = set.endpoints.iter().position(|e| e.addr == addr)?;
+        Some(Pick {
+            index,
+            addr,
+            target: Arc::clone(&set.endpoints[index].state),
+        })
+    }
+
+    /// Whether the target at `addr` is live (healthy by active checks and not ejected), or
+    /// the pool is in panic mode, where every target counts as live. An address that is not a
+    /// target is live: nothing is known against it.
+    pub fn is_live(&self, addr: SocketAddr) -> bool {
+        let set = self.set.load();
+        let now = clock::now_ns();
+        match set.endpoints.iter().find(|e| e.addr == addr) {
+            Some(e) => {
+                (e.state.is_healthy() && !e.state.is_ejected(now)) || in_panic(&set.endpoints, now)
+            }
+            None => true,
+        }
+    }
+
     /// Counts a request in flight on the picked target until the guard drops (used by
     /// `least_conn` and `p2c_ewma`). Call right after [`UpstreamPool::select`].
     pub fn begin(&self, pick: &Pick) -> InFlightGuard {
