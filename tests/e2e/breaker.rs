@@ -65,14 +65,7 @@ impl Setup {
     }
 
     async fn admin(&self) -> serde_json::Value {
-        self.c
-            .get(format!("{}/admin/upstreams", self.m.admin))
-            .send()
-            .await
-            .expect("admin")
-            .json()
-            .await
-            .expect("json")
+        upstreams_json(&self.m.admin).await
     }
 
     async fn breaker(&self) -> serde_json::Value {
@@ -413,14 +406,7 @@ routes:
     for _ in 0..5 {
         assert_eq!(status("/slow").await, 504);
     }
-    let v: serde_json::Value = c
-        .get(format!("{}/admin/upstreams", m.admin))
-        .send()
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json");
+    let v = upstreams_json(&m.admin).await;
     let b = &v["upstreams"]["slow"]["circuit_breaker"];
     assert_eq!(b["state"], "closed", "{b}");
     assert_eq!(b["failed_calls"], 0, "{b}");

@@ -390,6 +390,18 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// `GET /admin/upstreams` of the admin listener at `admin` (a base URL), as JSON.
+pub async fn upstreams_json(admin: &str) -> serde_json::Value {
+    client()
+        .get(format!("{admin}/admin/upstreams"))
+        .send()
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// Directory of test fixtures written at run time.
 pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let p = dir.join(name);

@@ -4,17 +4,6 @@ use std::time::Duration;
 
 use crate::harness::*;
 
-async fn upstreams_json(admin: &str) -> serde_json::Value {
-    client()
-        .get(format!("{admin}/admin/upstreams"))
-        .send()
-        .await
-        .expect("admin")
-        .json()
-        .await
-        .expect("json")
-}
-
 /// Polls `/admin/upstreams` (≤ 5 s) until the targets of upstream `pool` satisfy `pred`.
 async fn wait_for_targets(admin: &str, pred: impl Fn(&[serde_json::Value]) -> bool) -> bool {
     for _ in 0..100 {

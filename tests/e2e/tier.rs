@@ -319,17 +319,10 @@ async fn a_shield_marked_down_by_health_checks_is_skipped() {
     ));
     let c = client();
     let shield_state = |want_healthy: bool| {
-        let (c, admin, flaky) = (c.clone(), edge.admin.clone(), addr(flaky).to_string());
+        let (admin, flaky) = (edge.admin.clone(), addr(flaky).to_string());
         async move {
             for _ in 0..100 {
-                let v: serde_json::Value = c
-                    .get(format!("{admin}/admin/upstreams"))
-                    .send()
-                    .await
-                    .expect("admin")
-                    .json()
-                    .await
-                    .expect("json");
+                let v = upstreams_json(&admin).await;
                 let found = v["upstreams"]["shields"]["targets"]
                     .as_array()
                     .into_iter()
