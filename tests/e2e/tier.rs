@@ -302,7 +302,12 @@ async fn a_down_shield_is_failed_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shield_marked_down_by_health_checks_is_skipped() {
     let origin = Upstream::start("origin").await;
-    let (live, flaky) = (free_port(), free_port());
+    // The down shield's port stays reserved until that shield starts: bound, not listening,
+    // so connections to it are refused and no other test can take it meanwhile.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved.bind(addr(0)).expect("bind");
+    let flaky = reserved.local_addr().expect("address").port();
+    let live = free_port();
     let _live = Meridian::start(&shield_config(live, "shield-live", origin.addr));
     let shields = [addr(flaky), addr(live)];
     let ring = ring(&shields);
@@ -362,6 +367,7 @@ async fn a_shield_marked_down_by_health_checks_is_skipped() {
     );
 
     // The shield comes up: after its health check passes, its keys go to it again.
+    drop(reserved);
     let _flaky = Meridian::start(&shield_config(flaky, "shield-flaky", origin.addr));
     assert!(
         shield_state(true).await,
