@@ -1,6 +1,9 @@
 //! Protection cases as data: a raw request over TCP → the status Meridian answers, and
 //! whether the upstream saw it.
 
+use std::io::{Read, Write};
+use std::time::Duration;
+
 use crate::harness::*;
 
 struct Case {
@@ -121,4 +124,54 @@ routes:
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Requests pipelined in one write are all answered, in order, on the one connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order() {
+    let up = Upstream::start("up").await;
+    let port = free_port();
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            "upstreams:\n  up: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: up }}\n",
+            up.addr
+        ),
+    ));
+    let request = |path: &str, close: bool| {
+        let connection = if close { "Connection: close\r\n" } else { "" };
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{connection}\r\n")
+    };
+    let pipelined = [
+        request("/p/1", false),
+        request("/p/2", false),
+        request("/p/3", true),
+    ]
+    .concat();
+    let resp = raw(&format!("127.0.0.1:{port}"), pipelined.as_bytes());
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 3, "{resp}");
+    let at = |p: &str| resp.find(&format!("\"uri\":\"{p}\"")).unwrap_or(usize::MAX);
+    assert!(
+        at("/p/1") < at("/p/2") && at("/p/2") < at("/p/3") && at("/p/3") < usize::MAX,
+        "{resp}"
+    );
+    assert_eq!(up.hits(), 3);
+
+    // The next request arrives while the first is being proxied (the upstream is slow).
+    up.set_delay(Duration::from_millis(300));
+    let mut conn = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    conn.write_all(request("/q/1", false).as_bytes())
+        .expect("send");
+    assert!(
+        wait_until(Duration::from_secs(5), || up.hits() == 4),
+        "the first request never reached the upstream"
+    );
+    conn.write_all(request("/q/2", true).as_bytes())
+        .expect("send");
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).expect("read");
+    assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
+    assert!(resp.find("/q/1") < resp.find("/q/2"), "{resp}");
 }

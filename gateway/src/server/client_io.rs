@@ -6,7 +6,9 @@
 //! it waits for the socket to become readable, then reads whatever the client sent (a request,
 //! usually whole) into a stack buffer and keeps those bytes, which pingora's first read gets.
 //! One `recv` per request, as nginx, where reading the peeked byte and then the rest took two;
-//! and an idle connection still holds nothing but the socket.
+//! and an idle connection still holds nothing but the socket. Reads from those bytes end at the
+//! end of a request head, so pipelined requests (which arrive in one read) are answered one
+//! after the other instead of being read past.
 //!
 //! Writes are buffered up to one MSS, so a small response (header and body) leaves in one
 //! `send`. A larger body does not go through the buffer: it leaves in one vectored `send` with
@@ -26,6 +28,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::FutureExt;
+use memchr::memmem;
 use pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::{
@@ -161,7 +164,11 @@ impl AsyncRead for ClientConn {
         if ahead.is_empty() {
             return Pin::new(&mut self.tcp).poll_read(cx, buf);
         }
-        let n = ahead.len().min(buf.remaining());
+        // One request head at a time: the bytes of a next, pipelined request stay here, where
+        // the keep-alive loop finds them, instead of being read past the end of this request
+        // (which pingora answers by closing the connection after the first response).
+        let head = memmem::find(ahead, b"\r\n\r\n").map_or(ahead.len(), |end| end + 4);
+        let n = head.min(buf.remaining());
         buf.put_slice(&ahead[..n]);
         self.read_at += n;
         if self.read_at == self.read_ahead.len() {
@@ -400,6 +407,26 @@ mod tests {
             0,
             "a drained read-ahead is freed"
         );
+    }
+
+    #[tokio::test]
+    async fn pipelined_request_heads_are_read_one_at_a_time() {
+        let (mut client, mut conn) = pair().await;
+        let one = b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n";
+        let two = b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n";
+        client
+            .write_all(&[&one[..], &two[..]].concat())
+            .await
+            .unwrap();
+        let mut first = [0u8; 1];
+        conn.try_peek(&mut first).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], one);
+        // The next request waits in the connection: a peek finds it without the socket.
+        assert!(conn.try_peek(&mut first).await.unwrap());
+        let n = conn.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], two);
     }
 
     #[tokio::test]

@@ -8,6 +8,10 @@
 //! to pingora, so 10,000 idle keep-alive clients cost a few MiB instead of a few hundred.
 //! HTTP/2 (ALPN or h2c) goes to pingora's own loop unchanged; on TLS, where pingora cannot peek,
 //! the wait falls through to pingora's read at once.
+//!
+//! Pipelined HTTP/1.1 requests are answered one after the other: pingora's pipelining is on,
+//! so bytes of a next request read while one is proxied are kept for it, and the connection
+//! hands pingora one request head at a time ([`super::client_io`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,6 +70,10 @@ where
             let mut session = ServerSession::new_http1(stream);
             let keepalive = (!*shutdown.borrow()).then_some(KEEPALIVE_IDLE.as_secs());
             session.set_keepalive(keepalive);
+            // Pipelined requests (RFC 9112 §9.3.2) are answered in order. Without this, bytes
+            // of a next request that arrive while one is proxied fail it ("data after end of
+            // body", 502).
+            session.set_pipelining_enabled(true);
             if let Some(settings) = carried.take() {
                 settings.apply_to_session(&mut session);
             }
