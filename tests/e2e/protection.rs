@@ -175,3 +175,31 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(resp.matches("HTTP/1.1 200").count(), 2, "{resp}");
     assert!(resp.find("/q/1") < resp.find("/q/2"), "{resp}");
 }
+
+/// An HTTP/1.0 request may come without `Host`; it goes upstream as HTTP/1.1, which needs one:
+/// the target's authority, as nginx sends its `$proxy_host`. One with `Host` keeps it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http10_request_without_host_gets_the_targets_authority() {
+    let up = Upstream::start("up").await;
+    let port = free_port();
+    let _m = Meridian::start(&with_listener(
+        port,
+        &format!(
+            "upstreams:\n  up: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: up }}\n",
+            up.addr
+        ),
+    ));
+    let addr = format!("127.0.0.1:{port}");
+    let resp = raw(&addr, b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let seen = up.last().expect("the upstream saw it");
+    assert_eq!(seen.headers.get("host"), Some(&up.addr.to_string()));
+
+    let resp = raw(&addr, b"GET /old HTTP/1.0\r\nHost: site.example\r\n\r\n");
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let seen = up.last().expect("the upstream saw it");
+    assert_eq!(
+        seen.headers.get("host").map(String::as_str),
+        Some("site.example")
+    );
+}

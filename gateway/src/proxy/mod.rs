@@ -460,6 +460,13 @@ impl ProxyHttp for MeridianProxy {
         forward::strip_request_hop_by_hop(upstream_request);
         cache::upstream_request(session, upstream_request);
         forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
+        if !upstream_request.headers.contains_key(http::header::HOST) {
+            // An HTTP/1.0 request may come without `Host`; it goes upstream as HTTP/1.1, which
+            // requires one: the target's configured authority (as nginx's `$proxy_host`).
+            if let Some(pick) = &ctx.target {
+                upstream_request.insert_header(http::header::HOST, &*pick.authority)?;
+            }
+        }
         tier::forward_hops(&ctx.plan, upstream_request)?;
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(span) = &ctx.span {

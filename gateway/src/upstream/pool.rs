@@ -62,6 +62,8 @@ pub struct Pick {
     pub index: usize,
     /// Where to connect. Push it to the request's `tried` list before a retry.
     pub addr: SocketAddr,
+    /// The target's `host:port` as configured (the DNS name for resolved targets).
+    pub authority: Arc<str>,
     /// The target's state.
     target: Arc<TargetState>,
 }
@@ -148,6 +150,7 @@ impl UpstreamPool {
         Some(Pick {
             index,
             addr: endpoint.addr,
+            authority: Arc::clone(&endpoint.authority),
             target: Arc::clone(&endpoint.state),
         })
     }
@@ -157,10 +160,12 @@ impl UpstreamPool {
     pub fn pick_addr(&self, addr: SocketAddr) -> Option<Pick> {
         let set = self.set.load();
         let index = set.endpoints.iter().position(|e| e.addr == addr)?;
+        let endpoint = &set.endpoints[index];
         Some(Pick {
             index,
             addr,
-            target: Arc::clone(&set.endpoints[index].state),
+            authority: Arc::clone(&endpoint.authority),
+            target: Arc::clone(&endpoint.state),
         })
     }
 
