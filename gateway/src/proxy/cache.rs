@@ -37,6 +37,7 @@ use pingora_cache::{
     CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, NoCacheReason, RespCacheable,
     VarianceBuilder,
 };
+use smallvec::SmallVec;
 
 use cdn_edge::hls::HlsRules;
 
@@ -45,17 +46,17 @@ use crate::config::{CacheProfile, CacheQuery, CacheStorage, RouteCache};
 
 /// Request headers that change what some origins answer but are not part of the key: they
 /// are removed from cacheable requests unless the route lists them in `vary`.
-pub const UNKEYED_HEADERS: &[&str] = &[
-    "x-forwarded-host",
-    "x-forwarded-server",
-    "x-forwarded-scheme",
-    "x-host",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "forwarded",
+pub const UNKEYED_HEADERS: [HeaderName; 10] = [
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-host"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("forwarded"),
 ];
 
 /// Most `Vary` header names taken into a variance key.
@@ -212,10 +213,16 @@ pub fn enable(session: &mut Session, state: &mut CacheState, plan: Option<Arc<Ro
         return;
     }
     let req = session.req_header_mut();
-    for name in UNKEYED_HEADERS {
-        if !plan.varies_on(name) {
-            req.remove_header(*name);
-        }
+    // One pass over the request's headers (usually none of these is there), not a lookup of
+    // every unkeyed name.
+    let unkeyed: SmallVec<[HeaderName; 2]> = req
+        .headers
+        .keys()
+        .filter(|name| UNKEYED_HEADERS.contains(name) && !plan.varies_on(name.as_str()))
+        .cloned()
+        .collect();
+    for name in &unkeyed {
+        req.remove_header(name);
     }
     let mut overrides = CacheOptionOverrides::default();
     overrides.wait_timeout = Some(timeout);
