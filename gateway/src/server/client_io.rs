@@ -4,7 +4,8 @@
 //! The keep-alive loop ([`super::connections`]) waits for each request with a one-byte
 //! [`Peek::try_peek`] before handing the connection to pingora. Here that wait holds no buffer:
 //! it waits for the socket to become readable, then reads whatever the client sent (a request,
-//! usually whole) into a stack buffer and keeps those bytes, which pingora's first read gets.
+//! usually whole) into a buffer allocated only then and keeps those bytes, which pingora's
+//! first read gets.
 //! One `recv` per request, as nginx, where reading the peeked byte and then the rest took two;
 //! and an idle connection still holds nothing but the socket. Reads from those bytes end at the
 //! end of a request head, so pipelined requests (which arrive in one read) are answered one
@@ -92,21 +93,25 @@ impl ClientConn {
         }
     }
 
-    /// Reads what the socket holds now onto the read-ahead; `false` when it held nothing. The
-    /// buffer is on the stack of this (non-async) call, never in a waiting future.
+    /// Reads what the socket holds now onto the read-ahead; `false` when it held nothing. It
+    /// reads straight into the read-ahead's spare capacity, which is allocated only now that
+    /// the socket is readable, and freed again when the read finds nothing.
     fn read_now(&mut self) -> io::Result<bool> {
-        let mut chunk = [0u8; READ_AHEAD];
-        match self.tcp.try_read(&mut chunk) {
+        if self.read_at == self.read_ahead.len() {
+            self.read_ahead.clear();
+            self.read_at = 0;
+        }
+        self.read_ahead.reserve(READ_AHEAD);
+        match self.tcp.try_read_buf(&mut self.read_ahead) {
             Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                if self.read_at == self.read_ahead.len() {
-                    self.read_ahead.clear();
-                    self.read_at = 0;
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if self.read_ahead.is_empty() {
+                    // Nothing kept while the connection waits again.
+                    self.read_ahead = Vec::new();
                 }
-                self.read_ahead.extend_from_slice(&chunk[..n]);
-                Ok(true)
+                Ok(false)
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
             Err(e) => Err(e),
         }
     }
