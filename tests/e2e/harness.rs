@@ -431,6 +431,16 @@ pub fn with_listener(port: u16, rest: &str) -> String {
     )
 }
 
+/// A config that sends every request on listener `port` to the one target `upstream`.
+pub fn one_route_to(port: u16, upstream: SocketAddr) -> String {
+    with_listener(
+        port,
+        &format!(
+            "upstreams:\n  up: {{ targets: [\"{upstream}\"] }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: up }}\n"
+        ),
+    )
+}
+
 /// Client load running in the background: workers sending `GET /` in a loop.
 pub struct Load {
     stop: Arc<AtomicBool>,

@@ -131,13 +131,7 @@ routes:
 async fn pipelined_requests_are_answered_in_order() {
     let up = Upstream::start("up").await;
     let port = free_port();
-    let _m = Meridian::start(&with_listener(
-        port,
-        &format!(
-            "upstreams:\n  up: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: up }}\n",
-            up.addr
-        ),
-    ));
+    let _m = Meridian::start(&one_route_to(port, up.addr));
     let request = |path: &str, close: bool| {
         let connection = if close { "Connection: close\r\n" } else { "" };
         format!("GET {path} HTTP/1.1\r\nHost: x\r\n{connection}\r\n")
@@ -182,13 +176,7 @@ async fn pipelined_requests_are_answered_in_order() {
 async fn an_http10_request_without_host_gets_the_targets_authority() {
     let up = Upstream::start("up").await;
     let port = free_port();
-    let _m = Meridian::start(&with_listener(
-        port,
-        &format!(
-            "upstreams:\n  up: {{ targets: [\"{}\"] }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: up }}\n",
-            up.addr
-        ),
-    ));
+    let _m = Meridian::start(&one_route_to(port, up.addr));
     let addr = format!("127.0.0.1:{port}");
     let resp = raw(&addr, b"GET /old HTTP/1.0\r\n\r\n");
     assert_eq!(status_of(&resp), 200, "{resp}");
