@@ -387,3 +387,57 @@ async fn a_shield_marked_down_by_health_checks_is_skipped() {
     let text = metrics(&c, &edge).await;
     assert_eq!(sample(&text, &ok_on_flaky), 1, "{text}");
 }
+
+/// Without health checks, the shield upstream's outlier detection sees every shield attempt:
+/// after `consecutive_5xx` refused connections the dead shield is ejected, and later fills of
+/// its keys go to the live shield without trying it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shield_that_keeps_refusing_is_ejected() {
+    let origin = Upstream::start("origin").await;
+    // Bound and not listening: connections are refused, and no other test can take the port.
+    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
+    reserved.bind(addr(0)).expect("bind");
+    let dead = reserved.local_addr().expect("address");
+    let live = free_port();
+    let _live = Meridian::start(&shield_config(live, "shield-live", origin.addr));
+    let shields = [dead, addr(live)];
+    let ring = ring(&shields);
+    let ep = free_port();
+    let targets: Vec<String> = shields.iter().map(|s| format!("\"{s}\"")).collect();
+    let edge = Meridian::start(&with_listener(
+        ep,
+        &format!(
+            "{}upstreams:\n  origin: {{ targets: [\"{}\"] }}\n  shields: {{ targets: [{}], timeouts: {{ connect: 1s }}, retries: {{ attempts: 0 }}, outlier: {{ consecutive_5xx: 2, base_ejection: 30s, max_ejection_percent: 50 }} }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{ default_ttl: 60s, shield: {{ upstream: shields, fallback: error }} }}\n",
+            cache_section("edge-o"),
+            origin.addr,
+            targets.join(", ")
+        ),
+    ));
+    let c = client();
+    let on_dead: Vec<String> = (0..256)
+        .map(|i| format!("/e/{i}"))
+        .filter(|p| picked(&ring, p) == dead)
+        .take(6)
+        .collect();
+    assert_eq!(on_dead.len(), 6, "keys of the dead shield");
+    for p in &on_dead {
+        assert_eq!(get(&c, ep, p, None).await.0, 200, "{p}");
+    }
+    let refused = format!(
+        "meridian_cache_shield_requests_total{{result=\"connect_error\",shield=\"{dead}\"}}"
+    );
+    let text = metrics(&c, &edge).await;
+    assert_eq!(
+        sample(&text, &refused),
+        2,
+        "ejected after two refusals: {text}"
+    );
+    let v = upstreams_json(&edge.admin).await;
+    let ejected = v["upstreams"]["shields"]["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["address"] == dead.to_string().as_str() && t["ejections"] == 1);
+    assert!(ejected, "{v}");
+    drop(reserved);
+}
