@@ -46,11 +46,37 @@ fn edge_config_ttl(
     fallback: &str,
     ttl: &str,
 ) -> String {
+    let edge = Edge {
+        port,
+        tier,
+        origin,
+        shields,
+    };
+    edge_config_with(&edge, fallback, ttl, "")
+}
+
+/// Who an edge is: its port, tier name, origin and shields.
+struct Edge<'a> {
+    port: u16,
+    tier: &'a str,
+    origin: SocketAddr,
+    shields: &'a [SocketAddr],
+}
+
+/// An edge's config, with `shields_extra` (YAML starting with ", ") added to the settings of
+/// its shields upstream.
+fn edge_config_with(edge: &Edge<'_>, fallback: &str, ttl: &str, shields_extra: &str) -> String {
+    let Edge {
+        port,
+        tier,
+        origin,
+        shields,
+    } = *edge;
     let targets: Vec<String> = shields.iter().map(|s| format!("\"{s}\"")).collect();
     with_listener(
         port,
         &format!(
-            "{}upstreams:\n  origin: {{ targets: [\"{origin}\"] }}\n  shields: {{ targets: [{}], timeouts: {{ connect: 1s }}, retries: {{ attempts: 0 }} }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{ default_ttl: {ttl}, shield: {{ upstream: shields, fallback: {fallback} }} }}\n",
+            "{}upstreams:\n  origin: {{ targets: [\"{origin}\"] }}\n  shields: {{ targets: [{}], timeouts: {{ connect: 1s }}, retries: {{ attempts: 0 }}{shields_extra} }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{ default_ttl: {ttl}, shield: {{ upstream: shields, fallback: {fallback} }} }}\n",
             cache_section(tier),
             targets.join(", ")
         ),
@@ -312,15 +338,16 @@ async fn a_shield_marked_down_by_health_checks_is_skipped() {
     let shields = [addr(flaky), addr(live)];
     let ring = ring(&shields);
     let ep = free_port();
-    let targets: Vec<String> = shields.iter().map(|s| format!("\"{s}\"")).collect();
-    let edge = Meridian::start(&with_listener(
-        ep,
-        &format!(
-            "{}upstreams:\n  origin: {{ targets: [\"{}\"] }}\n  shields: {{ targets: [{}], timeouts: {{ connect: 1s }}, retries: {{ attempts: 0 }}, health: {{ tcp: true, interval: 100ms, timeout: 500ms, unhealthy_after: 1, healthy_after: 1 }} }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{ default_ttl: 60s, shield: {{ upstream: shields, fallback: error }} }}\n",
-            cache_section("edge-h"),
-            origin.addr,
-            targets.join(", ")
-        ),
+    let edge = Meridian::start(&edge_config_with(
+        &Edge {
+            port: ep,
+            tier: "edge-h",
+            origin: origin.addr,
+            shields: &shields,
+        },
+        "error",
+        "60s",
+        ", health: { tcp: true, interval: 100ms, timeout: 500ms, unhealthy_after: 1, healthy_after: 1 }",
     ));
     let c = client();
     let shield_state = |want_healthy: bool| {
@@ -403,15 +430,16 @@ async fn a_shield_that_keeps_refusing_is_ejected() {
     let shields = [dead, addr(live)];
     let ring = ring(&shields);
     let ep = free_port();
-    let targets: Vec<String> = shields.iter().map(|s| format!("\"{s}\"")).collect();
-    let edge = Meridian::start(&with_listener(
-        ep,
-        &format!(
-            "{}upstreams:\n  origin: {{ targets: [\"{}\"] }}\n  shields: {{ targets: [{}], timeouts: {{ connect: 1s }}, retries: {{ attempts: 0 }}, outlier: {{ consecutive_5xx: 2, base_ejection: 30s, max_ejection_percent: 50 }} }}\nroutes:\n  - name: all\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{ default_ttl: 60s, shield: {{ upstream: shields, fallback: error }} }}\n",
-            cache_section("edge-o"),
-            origin.addr,
-            targets.join(", ")
-        ),
+    let edge = Meridian::start(&edge_config_with(
+        &Edge {
+            port: ep,
+            tier: "edge-o",
+            origin: origin.addr,
+            shields: &shields,
+        },
+        "error",
+        "60s",
+        ", outlier: { consecutive_5xx: 2, base_ejection: 30s, max_ejection_percent: 50 }",
     ));
     let c = client();
     let on_dead: Vec<String> = (0..256)
