@@ -233,22 +233,26 @@ impl MemoryTier {
         } else {
             self.cache.put(object.key, object.clone(), weight)
         };
-        self.stats
-            .memory_bytes
-            .fetch_add(size as u64, Ordering::Relaxed);
-        self.stats.memory_objects.fetch_add(1, Ordering::Relaxed);
+        // Evictions are counted out before the new object is counted in, so that a reader of
+        // the counters (which takes no lock) never sees more bytes than the bound.
         let mut admitted = true;
         for kv in evicted {
+            if Arc::ptr_eq(&kv.data, &object) {
+                admitted = false;
+                incr(&self.stats.memory_rejections);
+                continue;
+            }
             self.stats
                 .memory_bytes
                 .fetch_sub(kv.data.size() as u64, Ordering::Relaxed);
             self.stats.memory_objects.fetch_sub(1, Ordering::Relaxed);
-            if Arc::ptr_eq(&kv.data, &object) {
-                admitted = false;
-                incr(&self.stats.memory_rejections);
-            } else {
-                incr(&self.stats.memory_evictions);
-            }
+            incr(&self.stats.memory_evictions);
+        }
+        if admitted {
+            self.stats
+                .memory_bytes
+                .fetch_add(size as u64, Ordering::Relaxed);
+            self.stats.memory_objects.fetch_add(1, Ordering::Relaxed);
         }
         debug_assert!(self.stats.memory_bytes.load(Ordering::Relaxed) <= self.limit as u64);
         admitted
