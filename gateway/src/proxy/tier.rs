@@ -134,12 +134,9 @@ pub fn begin(session: &Session, ctx: &mut RequestCtx) {
         return;
     };
     // Ring order, with the shields the upstream knows to be down moved (in order) to the end.
-    let (mut order, down): (Vec<_>, Vec<_>) = plan
-        .ring
-        .candidates(key.primary_key())
-        .into_iter()
-        .partition(|&addr| upstream.pool.is_live(addr));
-    order.extend(down);
+    let order = upstream
+        .pool
+        .live_first(plan.ring.candidates(key.primary_key()));
     if order.is_empty() {
         return;
     }

@@ -68,6 +68,18 @@ pub struct Pick {
     target: Arc<TargetState>,
 }
 
+impl Pick {
+    /// The pick of `endpoint`, at `index` in its set.
+    fn of(index: usize, endpoint: &Endpoint) -> Self {
+        Pick {
+            index,
+            addr: endpoint.addr,
+            authority: Arc::clone(&endpoint.authority),
+            target: Arc::clone(&endpoint.state),
+        }
+    }
+}
+
 impl UpstreamPool {
     /// A pool for upstream `name` as configured. IP-literal targets are usable at once; DNS
     /// names are resolved by the task [`UpstreamPool::start_background`] starts (see
@@ -130,10 +142,7 @@ impl UpstreamPool {
         let endpoints = &set.endpoints;
         let now = clock::now_ns();
         let panic = in_panic(endpoints, now);
-        let live = |i: usize| {
-            let state = &endpoints[i].state;
-            panic || (state.is_healthy() && !state.is_ejected(now))
-        };
+        let live = |i: usize| panic || is_live(&endpoints[i], now);
         let index = set
             .balancer
             .pick(endpoints, key, |i| {
@@ -146,13 +155,7 @@ impl UpstreamPool {
                     set.balancer.pick(endpoints, key, live)
                 }
             })?;
-        let endpoint = &endpoints[index];
-        Some(Pick {
-            index,
-            addr: endpoint.addr,
-            authority: Arc::clone(&endpoint.authority),
-            target: Arc::clone(&endpoint.state),
-        })
+        Some(Pick::of(index, &endpoints[index]))
     }
 
     /// The target at `addr`, picked as [`UpstreamPool::select`] would (for a caller that
@@ -160,27 +163,28 @@ impl UpstreamPool {
     pub fn pick_addr(&self, addr: SocketAddr) -> Option<Pick> {
         let set = self.set.load();
         let index = set.endpoints.iter().position(|e| e.addr == addr)?;
-        let endpoint = &set.endpoints[index];
-        Some(Pick {
-            index,
-            addr,
-            authority: Arc::clone(&endpoint.authority),
-            target: Arc::clone(&endpoint.state),
-        })
+        Some(Pick::of(index, &set.endpoints[index]))
     }
 
-    /// Whether the target at `addr` is live (healthy by active checks and not ejected), or
-    /// the pool is in panic mode, where every target counts as live. An address that is not a
-    /// target is live: nothing is known against it.
-    pub fn is_live(&self, addr: SocketAddr) -> bool {
+    /// `addrs` (chosen by the caller, like the shield ring's order for a key) with the targets
+    /// that are not live moved to the end, each group in its order. Live is
+    /// [`UpstreamPool::select`]'s rule: healthy by active checks and not ejected, or every
+    /// target in panic mode. An address that is not a target counts as live: nothing is known
+    /// against it.
+    pub fn live_first(&self, addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
         let set = self.set.load();
         let now = clock::now_ns();
-        match set.endpoints.iter().find(|e| e.addr == addr) {
-            Some(e) => {
-                (e.state.is_healthy() && !e.state.is_ejected(now)) || in_panic(&set.endpoints, now)
-            }
-            None => true,
+        if in_panic(&set.endpoints, now) {
+            return addrs;
         }
+        let (mut live, down): (Vec<_>, Vec<_>) = addrs.into_iter().partition(|&addr| {
+            set.endpoints
+                .iter()
+                .find(|e| e.addr == addr)
+                .is_none_or(|e| is_live(e, now))
+        });
+        live.extend(down);
+        live
     }
 
     /// Counts a request in flight on the picked target until the guard drops (used by
@@ -287,10 +291,12 @@ impl UpstreamPool {
 }
 
 /// Whether few enough targets are live for panic mode (never for an empty set).
+/// Healthy by active checks and not ejected at `now`.
+fn is_live(endpoint: &Endpoint, now: u64) -> bool {
+    endpoint.state.is_healthy() && !endpoint.state.is_ejected(now)
+}
+
 fn in_panic(endpoints: &[Endpoint], now: u64) -> bool {
-    let live = endpoints
-        .iter()
-        .filter(|e| e.state.is_healthy() && !e.state.is_ejected(now))
-        .count();
+    let live = endpoints.iter().filter(|e| is_live(e, now)).count();
     !endpoints.is_empty() && live * 100 <= endpoints.len() * PANIC_HEALTHY_PERCENT
 }
