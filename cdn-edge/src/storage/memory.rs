@@ -24,8 +24,8 @@ use super::{MetaBytes, ObjectKey};
 pub(crate) struct MemObject {
     key: ObjectKey,
     meta: MetaBytes,
-    /// The response header of `meta`, decoded once when the object is stored: a hit clones it
-    /// instead of decompressing and parsing the stored header again.
+    /// The response header of `meta`, decoded: a hit clones it instead of decompressing and
+    /// parsing the stored header again (see [`cache_meta`]).
     header: ResponseHeader,
     /// What `header` takes in memory, roughly (it counts against the bound).
     header_size: usize,
@@ -33,42 +33,42 @@ pub(crate) struct MemObject {
 }
 
 impl MemObject {
-    /// The object with its header decoded; fails when `meta` does not decode.
-    fn new(key: ObjectKey, meta: MetaBytes, body: Bytes) -> Result<Self> {
-        let header = CacheMeta::deserialize(&meta.0, &meta.1)?.response_header_copy();
+    /// The object with `header`, the response header `meta` holds, already decoded.
+    fn new(key: ObjectKey, meta: MetaBytes, header: ResponseHeader, body: Bytes) -> Self {
         let header_size = header
             .headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + HEADER_ENTRY_OVERHEAD)
             .sum();
-        Ok(MemObject {
+        MemObject {
             key,
             meta,
             header,
             header_size,
             body,
-        })
+        }
     }
 
     /// Bytes this object counts against the bound: body, serialized meta and decoded header.
     fn size(&self) -> usize {
         self.meta.0.len() + self.meta.1.len() + self.header_size + self.body.len()
     }
+}
 
-    /// The object's [`CacheMeta`]: its serialized internal meta decoded (cheap), with the
-    /// decoded header put in place of a bare one.
-    fn cache_meta(&self) -> Result<CacheMeta> {
-        let mut meta = CacheMeta::deserialize(&self.meta.0, &BARE_HEADER)?;
-        *meta.response_header_mut() = self.header.clone();
-        Ok(meta)
-    }
+/// The [`CacheMeta`] of serialized `meta` whose response header is `header`, already decoded:
+/// the internal meta is decoded (cheap) and a clone of `header` is put in place of a bare one,
+/// where `CacheMeta::deserialize` would decompress and parse the stored header again.
+fn cache_meta(meta: &MetaBytes, header: &ResponseHeader) -> Result<CacheMeta> {
+    let mut cache_meta = CacheMeta::deserialize(&meta.0, &BARE_HEADER)?;
+    *cache_meta.response_header_mut() = header.clone();
+    Ok(cache_meta)
 }
 
 /// Memory a decoded header entry takes beyond its name and value (map slot, indices).
 const HEADER_ENTRY_OVERHEAD: usize = 32;
 
 /// A serialized header with no fields, decoded in place of an object's own header by
-/// [`MemObject::cache_meta`]: a few bytes, so decoding it costs next to nothing.
+/// [`cache_meta`]: a few bytes, so decoding it costs next to nothing.
 static BARE_HEADER: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let header = ResponseHeader::build(200, Some(0)).expect("a bare 200 response header builds");
     let now = SystemTime::now();
@@ -92,6 +92,8 @@ enum WriteState {
 /// An object being written: visible to readers, who stream its chunks as they arrive.
 pub(crate) struct TempObject {
     meta: MetaBytes,
+    /// The response header of `meta`, decoded (as [`MemObject`]'s).
+    header: ResponseHeader,
     chunks: RwLock<Vec<Bytes>>,
     state: watch::Sender<WriteState>,
     purged: AtomicBool,
@@ -148,7 +150,7 @@ impl MemoryTier {
         }
         match self.cache.get(key) {
             Some(object) if object.key == *key => Ok(Some((
-                object.cache_meta()?,
+                cache_meta(&object.meta, &object.header)?,
                 Box::new(CompleteHit::new(object.body.clone())),
             ))),
             _ => Ok(None),
@@ -169,11 +171,18 @@ impl MemoryTier {
         temp.map(partial_hit).transpose()
     }
 
-    /// Registers a write of `key` with `meta`; returns its id and the shared object.
-    pub fn start_write(&self, key: ObjectKey, meta: MetaBytes) -> (u64, Arc<TempObject>) {
+    /// Registers a write of `key` with `meta` (whose response header is `header`); returns its
+    /// id and the shared object.
+    pub fn start_write(
+        &self,
+        key: ObjectKey,
+        meta: MetaBytes,
+        header: ResponseHeader,
+    ) -> (u64, Arc<TempObject>) {
         let (state, _) = watch::channel(WriteState::Writing(0));
         let temp = Arc::new(TempObject {
             meta,
+            header,
             chunks: RwLock::new(Vec::new()),
             state,
             purged: AtomicBool::new(false),
@@ -198,17 +207,17 @@ impl MemoryTier {
         }
     }
 
-    /// Offers an object to the tier. Returns whether it was admitted (it may be too large, or
-    /// TinyLFU may prefer the object it would have evicted).
-    pub fn admit(&self, key: ObjectKey, meta: MetaBytes, body: Bytes) -> bool {
-        match MemObject::new(key, meta, body) {
-            Ok(object) => self.insert(Arc::new(object), false),
-            Err(e) => {
-                log::warn!("not keeping an object in memory: its meta does not decode: {e}");
-                incr(&self.stats.memory_rejections);
-                false
-            }
-        }
+    /// Offers an object (`header` is the response header `meta` holds, decoded) to the tier.
+    /// Returns whether it was admitted (it may be too large, or TinyLFU may prefer the object
+    /// it would have evicted).
+    pub fn admit(
+        &self,
+        key: ObjectKey,
+        meta: MetaBytes,
+        header: ResponseHeader,
+        body: Bytes,
+    ) -> bool {
+        self.insert(Arc::new(MemObject::new(key, meta, header, body)), false)
     }
 
     /// Replaces any object of the same key with `object` (if admitted). `force` skips the
@@ -295,7 +304,8 @@ impl MemoryTier {
             return Ok(false);
         };
         let meta = update(&old.meta)?;
-        let object = MemObject::new(*key, meta, old.body.clone())?;
+        let header = CacheMeta::deserialize(&meta.0, &meta.1)?.response_header_copy();
+        let object = MemObject::new(*key, meta, header, old.body.clone());
         Ok(self.insert(Arc::new(object), true))
     }
 }
@@ -365,10 +375,15 @@ impl TempObject {
     pub fn meta(&self) -> &MetaBytes {
         &self.meta
     }
+
+    /// The response header of [`TempObject::meta`], decoded.
+    pub fn header(&self) -> &ResponseHeader {
+        &self.header
+    }
 }
 
 fn partial_hit(temp: Arc<TempObject>) -> Result<(CacheMeta, HitHandler)> {
-    let meta = CacheMeta::deserialize(&temp.meta.0, &temp.meta.1)?;
+    let meta = cache_meta(&temp.meta, &temp.header)?;
     let state = temp.state.subscribe();
     Ok((
         meta,

@@ -175,7 +175,8 @@ impl Storage for TieredStorage {
         match found {
             DiskLookup::Whole { meta, body } => {
                 let cache_meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
-                self.memory.admit(object, meta, body.clone());
+                let header = cache_meta.response_header_copy();
+                self.memory.admit(object, meta, header, body.clone());
                 Ok(Some((cache_meta, Box::new(CompleteHit::new(body)))))
             }
             DiskLookup::Streamed { meta, hit } => {
@@ -212,14 +213,17 @@ impl Storage for TieredStorage {
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
         let object = key.combined_bin();
+        let primary = key.primary_bin();
         if key.variance_bin().is_some() {
-            self.variants.record(key.primary_bin(), object);
+            self.variants.record(primary, object);
         }
-        let (id, temp) = self.memory.start_write(object, meta.serialize()?);
+        let (id, temp) =
+            self.memory
+                .start_write(object, meta.serialize()?, meta.response_header_copy());
         Ok(Box::new(TieredMiss {
             storage: self,
             key: object,
-            primary: key.primary_bin(),
+            primary,
             id: id.into(),
             temp,
             written: 0,
@@ -336,9 +340,12 @@ impl HandleMiss for TieredMiss {
                 }
             }
             if !self.temp.purged() {
-                storage
-                    .memory
-                    .admit(self.key, self.temp.meta().clone(), body);
+                storage.memory.admit(
+                    self.key,
+                    self.temp.meta().clone(),
+                    self.temp.header().clone(),
+                    body,
+                );
             }
         }
         storage.memory.end_write(&self.key, self.id.into());
