@@ -390,16 +390,20 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// `GET /admin/upstreams` of the admin listener at `admin` (a base URL), as JSON.
-pub async fn upstreams_json(admin: &str) -> serde_json::Value {
-    client()
-        .get(format!("{admin}/admin/upstreams"))
+/// `GET url` with `c`, the body parsed as JSON.
+pub async fn get_json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    c.get(url)
         .send()
         .await
-        .expect("admin")
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
         .json()
         .await
-        .expect("json")
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// `GET /admin/upstreams` of the admin listener at `admin` (a base URL), as JSON.
+pub async fn upstreams_json(admin: &str) -> serde_json::Value {
+    get_json(&client(), &format!("{admin}/admin/upstreams")).await
 }
 
 /// Directory of test fixtures written at run time.

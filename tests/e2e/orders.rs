@@ -92,14 +92,11 @@ async fn an_order_written_just_before_a_crash_is_delivered_after_restart() {
     let mut restarted = Origin::start(data.path(), &[]).await;
     let mut completed = serde_json::Value::Null;
     for _ in 0..500 {
-        let list: serde_json::Value = http
-            .get(format!("{}/api/orders?status=completed", restarted.base))
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
+        let list = get_json(
+            &http,
+            &format!("{}/api/orders?status=completed", restarted.base),
+        )
+        .await;
         if let Some(first) = list["orders"].as_array().and_then(|a| a.first()) {
             completed = first.clone();
             break;
@@ -108,14 +105,7 @@ async fn an_order_written_just_before_a_crash_is_delivered_after_restart() {
     }
     assert_eq!(completed["customer"], "grace", "saga did not complete");
     let id = completed["id"].as_str().expect("id");
-    let events: serde_json::Value = http
-        .get(format!("{}/api/orders/{id}/events", restarted.base))
-        .send()
-        .await
-        .expect("events")
-        .json()
-        .await
-        .expect("json");
+    let events = get_json(&http, &format!("{}/api/orders/{id}/events", restarted.base)).await;
     let kinds: Vec<&str> = events["events"]
         .as_array()
         .expect("events")
@@ -133,14 +123,7 @@ async fn an_order_written_just_before_a_crash_is_delivered_after_restart() {
         ]
     );
     // Exactly one order: the crash neither lost nor duplicated it.
-    let all: serde_json::Value = http
-        .get(format!("{}/api/orders", restarted.base))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let all = get_json(&http, &format!("{}/api/orders", restarted.base)).await;
     assert_eq!(all["orders"].as_array().map(Vec::len), Some(1));
 
     let term = Command::new("kill")

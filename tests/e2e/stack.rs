@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::harness::{binary, free_port, raw_get, test_clip, wait_until};
+use crate::harness::{binary, free_port, get_json, raw_get, test_clip, wait_until};
 
 /// The addresses in the shipped stack configs, by role.
 const SHIPPED: [(&str, &str); 7] = [
@@ -177,12 +177,7 @@ async fn shorten_follow_and_count(stack: &Stack, c: &reqwest::Client) {
         );
     }
     // Only the redirect the shortener answered is a click; it is counted in a batch.
-    let stats = c
-        .get(stack.url("gateway", "/api/urls/menu"))
-        .send()
-        .await
-        .expect("stats");
-    let stats: serde_json::Value = stats.json().await.expect("json");
+    let stats = get_json(c, &stack.url("gateway", "/api/urls/menu")).await;
     assert_eq!(stats["clicks"], 1, "{stats}");
 
     let taken = c
@@ -219,14 +214,11 @@ async fn place_order(stack: &Stack, c: &reqwest::Client, fault: Option<&str>) ->
     // Long-poll (5 s per call, inside the gateway's read timeout) until the saga settles.
     let mut view = serde_json::Value::Null;
     for _ in 0..12 {
-        view = c
-            .get(stack.url("gateway", &format!("/api/orders/{id}?wait=5s")))
-            .send()
-            .await
-            .expect("view")
-            .json()
-            .await
-            .expect("json");
+        view = get_json(
+            c,
+            &stack.url("gateway", &format!("/api/orders/{id}?wait=5s")),
+        )
+        .await;
         if view["status"] == "completed" || view["status"] == "cancelled" {
             return view;
         }
@@ -274,14 +266,7 @@ async fn upload_transcode_play(stack: &Stack, c: &reqwest::Client) {
     let status_url = stack.url("gateway", &format!("/api/videos/{id}"));
     let mut status = serde_json::Value::Null;
     for _ in 0..600 {
-        status = c
-            .get(&status_url)
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
+        status = get_json(c, &status_url).await;
         if status["status"] == "ready" || status["status"] == "failed" {
             break;
         }
@@ -338,14 +323,7 @@ async fn dashboard_sees_the_platform(stack: &Stack, c: &reqwest::Client) {
     let url = stack.url("gateway_admin", "/admin/dashboard");
     let mut seen = serde_json::Value::Null;
     for _ in 0..100 {
-        seen = c
-            .get(&url)
-            .send()
-            .await
-            .expect("dashboard")
-            .json()
-            .await
-            .expect("json");
+        seen = get_json(c, &url).await;
         let sources = seen["sources"].as_array().cloned().unwrap_or_default();
         let up = sources.iter().filter(|s| s["up"] == true).count();
         let orders = sources.iter().find(|s| s["name"] == "orders");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{binary, client, free_port, raw_get, wait_until};
+use crate::harness::{binary, client, free_port, get_json, raw_get, wait_until};
 
 /// A running `meridian origin urls`, killed if the test ends early.
 struct Shortener {
@@ -104,14 +104,7 @@ async fn sigterm_writes_every_counted_click() {
     svc.terminate();
 
     let svc = Shortener::start(data.path());
-    let stats: Value = c
-        .get(format!("{}/api/urls/{code}", svc.base))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("stats JSON");
+    let stats = get_json(&c, &format!("{}/api/urls/{code}", svc.base)).await;
     assert_eq!(stats["clicks"], 25, "{stats}");
     assert_eq!(stats["url"], "https://example.com/landing");
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{binary, client, free_port, raw_get, test_clip, wait_until};
+use crate::harness::{binary, client, free_port, get_json, raw_get, test_clip, wait_until};
 
 /// A running `meridian origin video`.
 struct VideoOrigin {
@@ -54,14 +54,7 @@ impl VideoOrigin {
 }
 
 async fn status(base: &str, id: &str) -> serde_json::Value {
-    client()
-        .get(format!("{base}/api/videos/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(&client(), &format!("{base}/api/videos/{id}")).await
 }
 
 async fn wait_status(base: &str, id: &str, want: &str) -> serde_json::Value {
