@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -13,10 +12,10 @@ use pingora_cache::storage::{HandleHit, HitHandler, Storage};
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use tinyufo::TinyUfo;
 use tokio::sync::watch;
 
+use super::decoded::DecodedMeta;
 use super::stats::{incr, StorageStats};
 use super::{MetaBytes, ObjectKey};
 
@@ -24,18 +23,18 @@ use super::{MetaBytes, ObjectKey};
 pub(crate) struct MemObject {
     key: ObjectKey,
     meta: MetaBytes,
-    /// The response header of `meta`, decoded: a hit clones it instead of decompressing and
-    /// parsing the stored header again (see [`cache_meta`]).
-    header: ResponseHeader,
-    /// What `header` takes in memory, roughly (it counts against the bound).
+    /// `meta`, decoded: a hit builds its [`CacheMeta`] from it.
+    decoded: DecodedMeta,
+    /// What the decoded header takes in memory, roughly (it counts against the bound).
     header_size: usize,
     body: Bytes,
 }
 
 impl MemObject {
-    /// The object with `header`, the response header `meta` holds, already decoded.
-    fn new(key: ObjectKey, meta: MetaBytes, header: ResponseHeader, body: Bytes) -> Self {
-        let header_size = header
+    /// The object with `decoded`, the meta `meta` holds, already decoded.
+    fn new(key: ObjectKey, meta: MetaBytes, decoded: DecodedMeta, body: Bytes) -> Self {
+        let header_size = decoded
+            .header()
             .headers
             .iter()
             .map(|(name, value)| name.as_str().len() + value.len() + HEADER_ENTRY_OVERHEAD)
@@ -43,7 +42,7 @@ impl MemObject {
         MemObject {
             key,
             meta,
-            header,
+            decoded,
             header_size,
             body,
         }
@@ -55,28 +54,8 @@ impl MemObject {
     }
 }
 
-/// The [`CacheMeta`] of serialized `meta` whose response header is `header`, already decoded:
-/// the internal meta is decoded (cheap) and a clone of `header` is put in place of a bare one,
-/// where `CacheMeta::deserialize` would decompress and parse the stored header again.
-fn cache_meta(meta: &MetaBytes, header: &ResponseHeader) -> Result<CacheMeta> {
-    let mut cache_meta = CacheMeta::deserialize(&meta.0, &BARE_HEADER)?;
-    *cache_meta.response_header_mut() = header.clone();
-    Ok(cache_meta)
-}
-
 /// Memory a decoded header entry takes beyond its name and value (map slot, indices).
 const HEADER_ENTRY_OVERHEAD: usize = 32;
-
-/// A serialized header with no fields, decoded in place of an object's own header by
-/// [`cache_meta`]: a few bytes, so decoding it costs next to nothing.
-static BARE_HEADER: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let header = ResponseHeader::build(200, Some(0)).expect("a bare 200 response header builds");
-    let now = SystemTime::now();
-    CacheMeta::new(now, now, 0, 0, header)
-        .serialize()
-        .expect("a bare response header serializes")
-        .1
-});
 
 /// Progress of an object being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,8 +71,8 @@ enum WriteState {
 /// An object being written: visible to readers, who stream its chunks as they arrive.
 pub(crate) struct TempObject {
     meta: MetaBytes,
-    /// The response header of `meta`, decoded (as [`MemObject`]'s).
-    header: ResponseHeader,
+    /// `meta`, decoded (as [`MemObject`]'s).
+    decoded: DecodedMeta,
     chunks: RwLock<Vec<Bytes>>,
     state: watch::Sender<WriteState>,
     purged: AtomicBool,
@@ -150,7 +129,7 @@ impl MemoryTier {
         }
         match self.cache.get(key) {
             Some(object) if object.key == *key => Ok(Some((
-                cache_meta(&object.meta, &object.header)?,
+                object.decoded.cache_meta(&object.meta)?,
                 Box::new(CompleteHit::new(object.body.clone())),
             ))),
             _ => Ok(None),
@@ -171,18 +150,18 @@ impl MemoryTier {
         temp.map(partial_hit).transpose()
     }
 
-    /// Registers a write of `key` with `meta` (whose response header is `header`); returns its
+    /// Registers a write of `key` with `meta` (`decoded` is the same meta, decoded); returns its
     /// id and the shared object.
     pub fn start_write(
         &self,
         key: ObjectKey,
         meta: MetaBytes,
-        header: ResponseHeader,
+        decoded: DecodedMeta,
     ) -> (u64, Arc<TempObject>) {
         let (state, _) = watch::channel(WriteState::Writing(0));
         let temp = Arc::new(TempObject {
             meta,
-            header,
+            decoded,
             chunks: RwLock::new(Vec::new()),
             state,
             purged: AtomicBool::new(false),
@@ -207,17 +186,17 @@ impl MemoryTier {
         }
     }
 
-    /// Offers an object (`header` is the response header `meta` holds, decoded) to the tier.
+    /// Offers an object (`decoded` is `meta`, decoded) to the tier.
     /// Returns whether it was admitted (it may be too large, or TinyLFU may prefer the object
     /// it would have evicted).
     pub fn admit(
         &self,
         key: ObjectKey,
         meta: MetaBytes,
-        header: ResponseHeader,
+        decoded: DecodedMeta,
         body: Bytes,
     ) -> bool {
-        self.insert(Arc::new(MemObject::new(key, meta, header, body)), false)
+        self.insert(Arc::new(MemObject::new(key, meta, decoded, body)), false)
     }
 
     /// Replaces any object of the same key with `object` (if admitted). `force` skips the
@@ -304,8 +283,8 @@ impl MemoryTier {
             return Ok(false);
         };
         let meta = update(&old.meta)?;
-        let header = CacheMeta::deserialize(&meta.0, &meta.1)?.response_header_copy();
-        let object = MemObject::new(*key, meta, header, old.body.clone());
+        let decoded = DecodedMeta::of(&CacheMeta::deserialize(&meta.0, &meta.1)?);
+        let object = MemObject::new(*key, meta, decoded, old.body.clone());
         Ok(self.insert(Arc::new(object), true))
     }
 }
@@ -376,14 +355,14 @@ impl TempObject {
         &self.meta
     }
 
-    /// The response header of [`TempObject::meta`], decoded.
-    pub fn header(&self) -> &ResponseHeader {
-        &self.header
+    /// [`TempObject::meta`], decoded.
+    pub fn decoded(&self) -> &DecodedMeta {
+        &self.decoded
     }
 }
 
 fn partial_hit(temp: Arc<TempObject>) -> Result<(CacheMeta, HitHandler)> {
-    let meta = cache_meta(&temp.meta, &temp.header)?;
+    let meta = temp.decoded.cache_meta(&temp.meta)?;
     let state = temp.state.subscribe();
     Ok((
         meta,

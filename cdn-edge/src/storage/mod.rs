@@ -2,6 +2,7 @@
 //!
 //! See `docs/STORAGE.md` for the file format, the index and the reload story.
 
+mod decoded;
 mod disk;
 mod memory;
 mod stats;

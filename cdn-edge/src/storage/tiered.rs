@@ -19,6 +19,7 @@ use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta};
 use pingora_error::{Error, ErrorType, Result};
 
+use super::decoded::DecodedMeta;
 use super::disk::{DiskLookup, DiskTier};
 use super::memory::{CompleteHit, MemoryTier, TempObject};
 use super::stats::{incr, StatsSnapshot, StorageStats};
@@ -175,8 +176,8 @@ impl Storage for TieredStorage {
         match found {
             DiskLookup::Whole { meta, body } => {
                 let cache_meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
-                let header = cache_meta.response_header_copy();
-                self.memory.admit(object, meta, header, body.clone());
+                let decoded = DecodedMeta::of(&cache_meta);
+                self.memory.admit(object, meta, decoded, body.clone());
                 Ok(Some((cache_meta, Box::new(CompleteHit::new(body)))))
             }
             DiskLookup::Streamed { meta, hit } => {
@@ -217,9 +218,9 @@ impl Storage for TieredStorage {
         if key.variance_bin().is_some() {
             self.variants.record(primary, object);
         }
-        let (id, temp) =
-            self.memory
-                .start_write(object, meta.serialize()?, meta.response_header_copy());
+        let (id, temp) = self
+            .memory
+            .start_write(object, meta.serialize()?, DecodedMeta::of(meta));
         Ok(Box::new(TieredMiss {
             storage: self,
             key: object,
@@ -343,7 +344,7 @@ impl HandleMiss for TieredMiss {
                 storage.memory.admit(
                     self.key,
                     self.temp.meta().clone(),
-                    self.temp.header().clone(),
+                    self.temp.decoded().clone(),
                     body,
                 );
             }
