@@ -56,23 +56,7 @@ pub fn check_head(
     let content_length = match raw_head {
         // pingora normalises framing headers (it drops `Content-Length` next to
         // `Transfer-Encoding`), so HTTP/1 framing is judged on the bytes as received.
-        Some(raw) => {
-            check_raw_lines(raw)?;
-            let mut te = Vec::new();
-            let mut cl = Vec::new();
-            for line in raw.split(|&b| b == b'\n').skip(1) {
-                let Some(colon) = line.iter().position(|&b| b == b':') else {
-                    continue;
-                };
-                let value = line[colon + 1..].trim_ascii();
-                match &line[..colon] {
-                    n if n.eq_ignore_ascii_case(b"transfer-encoding") => te.push(value),
-                    n if n.eq_ignore_ascii_case(b"content-length") => cl.push(value),
-                    _ => {}
-                }
-            }
-            check_framing(&te, &cl)?
-        }
+        Some(raw) => check_raw_head(raw)?,
         None => {
             let te: Vec<&[u8]> = headers
                 .get_all(TRANSFER_ENCODING)
@@ -95,21 +79,37 @@ pub fn check_head(
     Ok(content_length)
 }
 
-/// Refuses bare-LF line ends and obs-fold continuation lines in an HTTP/1 head.
-fn check_raw_lines(raw: &[u8]) -> Result<(), Refusal> {
-    let mut prev = 0u8;
-    for (i, &b) in raw.iter().enumerate() {
-        if b == b'\n' {
-            if prev != b'\r' {
-                return Err(refuse(400, "bare LF in request head"));
-            }
-            if matches!(raw.get(i + 1), Some(b' ' | b'\t')) {
-                return Err(refuse(400, "obsolete line folding in header"));
+/// Checks an HTTP/1 head as received, in one pass over its lines: refuses bare-LF line ends and
+/// obs-fold continuation lines, and validates the framing headers (see [`check_framing`]).
+fn check_raw_head(raw: &[u8]) -> Result<Option<u64>, Refusal> {
+    let mut te = Vec::new();
+    let mut cl = Vec::new();
+    // The request line is not a header line.
+    let mut start: Option<usize> = None;
+    for end in memchr::memchr_iter(b'\n', raw) {
+        if end == 0 || raw[end - 1] != b'\r' {
+            return Err(refuse(400, "bare LF in request head"));
+        }
+        if matches!(raw.get(end + 1), Some(b' ' | b'\t')) {
+            return Err(refuse(400, "obsolete line folding in header"));
+        }
+        if let Some(start) = start {
+            let line = &raw[start..end - 1];
+            // Only names that start like the two framing headers are looked at further.
+            if matches!(line.first(), Some(b't' | b'T' | b'c' | b'C')) {
+                if let Some(colon) = memchr::memchr(b':', line) {
+                    let value = line[colon + 1..].trim_ascii();
+                    match &line[..colon] {
+                        n if n.eq_ignore_ascii_case(b"transfer-encoding") => te.push(value),
+                        n if n.eq_ignore_ascii_case(b"content-length") => cl.push(value),
+                        _ => {}
+                    }
+                }
             }
         }
-        prev = b;
+        start = Some(end + 1);
     }
-    Ok(())
+    check_framing(&te, &cl)
 }
 
 /// Validates the `Transfer-Encoding` and `Content-Length` values of a request; returns the
@@ -232,14 +232,29 @@ mod tests {
 
     #[test]
     fn raw_lines() {
-        let ok = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-        assert!(check_raw_lines(&ok).is_ok());
-        let bare = Bytes::from_static(b"GET / HTTP/1.1\nHost: a\r\n\r\n");
+        let ok = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(check_raw_head(ok), Ok(None));
+        for bare in [
+            &b"GET / HTTP/1.1\nHost: a\r\n\r\n"[..],
+            b"\nGET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+        ] {
+            assert_eq!(
+                check_raw_head(bare).unwrap_err().reason,
+                "bare LF in request head"
+            );
+        }
+        let fold = b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n";
         assert_eq!(
-            check_raw_lines(&bare).unwrap_err().reason,
-            "bare LF in request head"
+            check_raw_head(fold).unwrap_err().reason,
+            "obsolete line folding in header"
         );
-        let fold = Bytes::from_static(b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n");
-        assert_eq!(check_raw_lines(&fold).unwrap_err().status, 400);
+        let tab_fold = b"GET / HTTP/1.1\r\nContent-Length: 1\r\n\t2\r\n\r\n";
+        assert_eq!(check_raw_head(tab_fold).unwrap_err().status, 400);
+        // A framing name on the request line or inside another header's value is not a header.
+        let in_value = b"GET /content-length: HTTP/1.1\r\nX: content-length: 5\r\n\r\n";
+        assert_eq!(check_raw_head(in_value), Ok(None));
+        let mixed_case = b"POST / HTTP/1.1\r\ncOnTeNt-LeNgTh:  7 \r\n\r\n";
+        assert_eq!(check_raw_head(mixed_case), Ok(Some(7)));
     }
 }

@@ -1,5 +1,7 @@
 //! Request ids: generated for each request, or kept from a client's `X-Request-Id`.
 
+use super::traceparent::push_hex;
+
 /// Longest client-supplied request id that is kept.
 const MAX_INCOMING_LEN: usize = 128;
 
@@ -7,7 +9,9 @@ const MAX_INCOMING_LEN: usize = 128;
 ///
 /// Uses the thread-local generator of `rand`, so concurrent callers never contend on a lock.
 pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    let mut id = String::with_capacity(32);
+    push_hex(&mut id, &rand::random::<[u8; 16]>());
+    id
 }
 
 /// Whether a client's `X-Request-Id` may be kept as the request id: 1 to 128 characters, each
