@@ -15,9 +15,9 @@ use super::MetaBytes;
 #[derive(Clone)]
 pub(crate) struct DecodedMeta {
     header: ResponseHeader,
-    /// What [`CacheMeta::new`] needs to rebuild the meta exactly; `None` for a meta carrying
-    /// state `new` cannot set (it was revalidated, or has an epoch override), which is then
-    /// decoded from its bytes.
+    /// What [`CacheMeta::new`] and its setters need to rebuild the meta exactly; `None` for a
+    /// meta that was revalidated (its `updated` time has no setter), which is then decoded from
+    /// its bytes.
     fresh: Option<Freshness>,
 }
 
@@ -29,15 +29,14 @@ struct Freshness {
     stale_while_revalidate_sec: u32,
     stale_if_error_sec: u32,
     variance: Option<HashBinary>,
+    epoch_override: Option<SystemTime>,
 }
 
 impl DecodedMeta {
     /// Decodes what a hit needs from `meta`.
     pub fn of(meta: &CacheMeta) -> Self {
         let created = meta.created();
-        let rebuildable = meta.updated() == created
-            && meta.epoch_override().is_none()
-            && meta.provenance() == created;
+        let rebuildable = meta.updated() == created && meta.provenance() == created;
         DecodedMeta {
             header: meta.response_header_copy(),
             fresh: rebuildable.then(|| Freshness {
@@ -46,6 +45,7 @@ impl DecodedMeta {
                 stale_while_revalidate_sec: meta.stale_while_revalidate_sec(),
                 stale_if_error_sec: meta.stale_if_error_sec(),
                 variance: meta.variance(),
+                epoch_override: meta.epoch_override(),
             }),
         }
     }
@@ -72,6 +72,9 @@ impl DecodedMeta {
         );
         if let Some(variance) = f.variance {
             meta.set_variance(variance);
+        }
+        if let Some(epoch) = f.epoch_override {
+            meta.set_epoch_override(epoch);
         }
         Ok(meta)
     }
@@ -142,9 +145,19 @@ mod tests {
     }
 
     #[test]
-    fn a_meta_with_an_epoch_override_is_decoded() {
+    fn an_epoch_override_is_kept() {
+        // An origin's `Age` (or a `Date` in the past) moves the epoch back.
         let mut stored = meta();
-        stored.set_epoch_override(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_030));
+        stored.set_epoch_override(SystemTime::UNIX_EPOCH + Duration::from_secs(1_699_999_990));
+        assert_round_trip(&stored, true);
+    }
+
+    #[test]
+    fn a_revalidated_variant_with_an_epoch_override_is_decoded() {
+        let mut stored = meta();
+        stored.set_variance([3; 16]);
+        stored.set_epoch_override(SystemTime::UNIX_EPOCH + Duration::from_secs(1_699_999_990));
+        stored.update_freshness(SystemTime::now() + Duration::from_secs(60), 0, 0);
         assert_round_trip(&stored, false);
     }
 }
