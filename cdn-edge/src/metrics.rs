@@ -29,8 +29,12 @@ use crate::StatsSnapshot;
 /// The cache's metrics.
 pub struct CacheMetrics {
     registry: Registry,
-    requests: IntCounterVec,
-    bytes: IntCounterVec,
+    /// `meridian_cache_requests_total`, one counter per [`OUTCOMES`] entry (resolved once: a
+    /// label lookup per response would hash and lock).
+    requests: [IntCounter; OUTCOMES.len()],
+    /// `meridian_cache_response_bytes_total{source="cache"}` and `{source="origin"}`.
+    bytes_from_cache: IntCounter,
+    bytes_from_origin: IntCounter,
     storage_bytes: IntGaugeVec,
     storage_objects: IntGaugeVec,
     evictions: IntCounterVec,
@@ -116,8 +120,9 @@ impl CacheMetrics {
         registry.register(Box::new(shield.clone()))?;
         Ok(Self {
             registry,
-            requests,
-            bytes,
+            requests: OUTCOMES.map(|r| requests.with_label_values(&[r.label()])),
+            bytes_from_cache: bytes.with_label_values(&["cache"]),
+            bytes_from_origin: bytes.with_label_values(&["origin"]),
             storage_bytes,
             storage_objects,
             evictions,
@@ -147,15 +152,17 @@ impl CacheMetrics {
 
     /// Counts one response by its `Cache-Status`.
     pub fn record(&self, status: &CacheStatus) {
-        self.requests.with_label_values(&[result(status)]).inc();
+        self.requests[result(status) as usize].inc();
     }
 
     /// Counts `n` body bytes sent from the cache (`from_cache`) or from the origin.
     pub fn body_bytes(&self, from_cache: bool, n: usize) {
-        let source = if from_cache { "cache" } else { "origin" };
-        self.bytes
-            .with_label_values(&[source])
-            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+        let counter = if from_cache {
+            &self.bytes_from_cache
+        } else {
+            &self.bytes_from_origin
+        };
+        counter.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
     }
 
     /// Counts one fill attempt on `shield` (an address, or `origin` for the fallback).
@@ -216,17 +223,54 @@ impl CacheMetrics {
     }
 }
 
+/// The `result` label of `meridian_cache_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Hit,
+    Stale,
+    Revalidated,
+    Expired,
+    Bypass,
+    Collapsed,
+    Miss,
+}
+
+/// Every [`Outcome`], in declaration order (its discriminant indexes this array).
+const OUTCOMES: [Outcome; 7] = [
+    Outcome::Hit,
+    Outcome::Stale,
+    Outcome::Revalidated,
+    Outcome::Expired,
+    Outcome::Bypass,
+    Outcome::Collapsed,
+    Outcome::Miss,
+];
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Stale => "stale",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Expired => "expired",
+            Outcome::Bypass => "bypass",
+            Outcome::Collapsed => "collapsed",
+            Outcome::Miss => "miss",
+        }
+    }
+}
+
 /// The `result` label of a response.
-fn result(status: &CacheStatus) -> &'static str {
+fn result(status: &CacheStatus) -> Outcome {
     match (status.hit, status.forward) {
-        (true, None) => "hit",
-        (true, Some(_)) => "stale",
-        (false, _) if status.detail == Some("stale-while-revalidate") => "stale",
-        (false, Some(Forward::Stale)) if status.forward_status == Some(304) => "revalidated",
-        (false, Some(Forward::Stale)) => "expired",
-        (false, Some(Forward::Bypass)) => "bypass",
-        (false, _) if status.collapsed => "collapsed",
-        (false, _) => "miss",
+        (true, None) => Outcome::Hit,
+        (true, Some(_)) => Outcome::Stale,
+        (false, _) if status.detail == Some("stale-while-revalidate") => Outcome::Stale,
+        (false, Some(Forward::Stale)) if status.forward_status == Some(304) => Outcome::Revalidated,
+        (false, Some(Forward::Stale)) => Outcome::Expired,
+        (false, Some(Forward::Bypass)) => Outcome::Bypass,
+        (false, _) if status.collapsed => Outcome::Collapsed,
+        (false, _) => Outcome::Miss,
     }
 }
 
@@ -260,6 +304,12 @@ mod tests {
         assert_eq!(m.shield.with_label_values(&["127.0.0.1:1", "ok"]).get(), 1);
         let names: Vec<String> = m.gather().iter().map(|f| f.name().to_string()).collect();
         assert!(names.contains(&"meridian_cache_requests_total".to_string()));
-        assert_eq!(result(&hit), "hit");
+        assert_eq!(result(&hit), Outcome::Hit);
+        assert_eq!(m.requests[Outcome::Hit as usize].get(), 1);
+        for (i, outcome) in OUTCOMES.iter().enumerate() {
+            assert_eq!(*outcome as usize, i, "{outcome:?} indexes its own counter");
+        }
+        assert_eq!(m.bytes_from_cache.get(), 10);
+        assert_eq!(m.bytes_from_origin.get(), 0);
     }
 }
