@@ -123,10 +123,13 @@ async fn a_memory_hit_returns_the_stored_meta_exactly() {
     let created = SystemTime::now() - Duration::from_secs(30);
     let mut stored = CacheMeta::new(created + Duration::from_secs(90), created, 7, 11, header);
     stored.set_variance([9u8; 16]);
+    // The origin said `Age: 5`: the object's age counts from before it was stored.
+    stored.set_epoch_override(created - Duration::from_secs(5));
     fill(storage, &key, &stored, b"body").await;
     let (meta, _) = get(storage, &key).await.unwrap();
     assert_eq!(meta.serialize().unwrap(), stored.serialize().unwrap());
     assert_eq!(meta.response_header().status.as_u16(), 203);
+    assert_eq!(meta.epoch(), stored.epoch());
 
     // After a revalidation (`updated` moves, the header changes) the hit follows.
     stored.update_freshness(SystemTime::now() + Duration::from_secs(300), 1, 2);
