@@ -13,7 +13,9 @@
 //! so bytes of a next request read while one is proxied are kept for it, and the connection
 //! hands pingora one request head at a time ([`super::client_io`]).
 
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -92,12 +94,15 @@ where
 /// server is shutting down.
 async fn request_arrives(stream: &mut Stream, shutdown: &ShutdownWatch) -> bool {
     let mut first = [0u8; 1];
+    // `Ok(false)`: this stream cannot peek (TLS); pingora's own read waits instead.
+    let mut peek = stream.try_peek(&mut first);
+    // Under load the next request is usually there already: no timer, no shutdown watch.
+    if let Poll::Ready(peeked) = poll_fn(|cx| Poll::Ready(peek.as_mut().poll(cx))).await {
+        return peeked.is_ok();
+    }
     let mut shutdown = shutdown.clone();
     tokio::select! {
-        // `Ok(false)`: this stream cannot peek (TLS); pingora's own read waits instead.
-        peeked = tokio::time::timeout(KEEPALIVE_IDLE, stream.try_peek(&mut first)) => {
-            matches!(peeked, Ok(Ok(_)))
-        }
+        peeked = tokio::time::timeout(KEEPALIVE_IDLE, peek) => matches!(peeked, Ok(Ok(_))),
         _ = shutdown.wait_for(|stopping| *stopping) => false,
     }
 }
