@@ -84,6 +84,36 @@ fn position(mark: Marker) -> Position {
     }
 }
 
+/// The position of a syntax error. saphyr marks an error at the end of a text that does not end
+/// with a line break on the line after the last one; it is reported where the text ends.
+fn syntax_position(text: &str, mark: Marker) -> Position {
+    let end = end_position(text);
+    let pos = position(mark);
+    if pos.line > end.line {
+        end
+    } else {
+        pos
+    }
+}
+
+/// Where `text` ends, just after its last character. Lines end at LF, CRLF or a lone CR, as
+/// YAML counts them.
+fn end_position(text: &str) -> Position {
+    let (mut line, mut column) = (1, 1);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                chars.next_if_eq(&'\n');
+                (line, column) = (line + 1, 1);
+            }
+            '\n' => (line, column) = (line + 1, 1),
+            _ => column += 1,
+        }
+    }
+    Position { line, column }
+}
+
 /// Parses `text` as one YAML document. Syntax errors and failed substitutions are recorded in
 /// `errs`; `None` means the document could not be parsed at all.
 pub(crate) fn parse(
@@ -97,7 +127,7 @@ pub(crate) fn parse(
     let scan = parser.load(&mut loader, true);
     if let Some(e) = scan.err().or_else(|| loader.error().cloned()) {
         errs.add(
-            position(*e.marker()),
+            syntax_position(text, *e.marker()),
             format!("YAML syntax error: {}", e.info()),
         );
         return None;
@@ -317,5 +347,22 @@ mod tests {
         assert!(parse_err("a: 1\n---\nb: 2\n").contains("second YAML document"));
         assert!(parse_err("a: !custom 1\n").contains("not supported"));
         assert!(parse_err("a: ${NOPE}\n").contains("t.yaml:1:4: environment variable NOPE"));
+    }
+
+    /// An error at the end of a text without a final line break is on its last line, not on a
+    /// line after it (found by the `config` fuzz target).
+    #[test]
+    fn a_syntax_error_at_the_end_is_on_the_last_line() {
+        let cases = [
+            ("a: [1, 2", "t.yaml:1:9:"),
+            ("server:\n  threads: 2\n  upgrade_sock", "t.yaml:3:15:"),
+            ("a: 1\r\nb: [1", "t.yaml:2:6:"),
+            ("a: 1\rb: [1", "t.yaml:2:6:"),
+            ("a: [1, 2\n", "t.yaml:2:1:"),
+        ];
+        for (text, at) in cases {
+            let out = parse_err(text);
+            assert!(out.starts_with(at), "{text:?}: {out}");
+        }
     }
 }
