@@ -76,23 +76,17 @@ fn shorten(text: &str) -> String {
     }
 }
 
-/// Converts a saphyr marker (1-based line, 0-based column) to a 1-based position.
-fn position(mark: Marker) -> Position {
+/// Converts a saphyr marker (1-based line, 0-based column) to a 1-based position. saphyr marks
+/// the end of a text that does not end with a line break on the line after the last one (a
+/// syntax error there, an empty key or value at the very end); such a mark is reported at
+/// `end`, where the text ends.
+fn position(mark: Marker, end: Position) -> Position {
+    if mark.line() > end.line {
+        return end;
+    }
     Position {
         line: mark.line(),
         column: mark.col() + 1,
-    }
-}
-
-/// The position of a syntax error. saphyr marks an error at the end of a text that does not end
-/// with a line break on the line after the last one; it is reported where the text ends.
-fn syntax_position(text: &str, mark: Marker) -> Position {
-    let end = end_position(text);
-    let pos = position(mark);
-    if pos.line > end.line {
-        end
-    } else {
-        pos
     }
 }
 
@@ -125,9 +119,10 @@ pub(crate) fn parse(
     loader.early_parse(false);
     let mut parser = Parser::new_from_str(text);
     let scan = parser.load(&mut loader, true);
+    let end = end_position(text);
     if let Some(e) = scan.err().or_else(|| loader.error().cloned()) {
         errs.add(
-            syntax_position(text, *e.marker()),
+            position(*e.marker(), end),
             format!("YAML syntax error: {}", e.info()),
         );
         return None;
@@ -135,7 +130,7 @@ pub(crate) fn parse(
     let mut docs = loader.into_documents();
     if docs.len() > 1 {
         errs.add(
-            position(docs[1].span.start),
+            position(docs[1].span.start, end),
             "a second YAML document; expected exactly one document per config file",
         );
         return None;
@@ -146,16 +141,17 @@ pub(crate) fn parse(
             kind: Kind::Null,
         });
     };
-    Some(convert(&doc, env, errs, 0))
+    Some(convert(&doc, env, errs, end, 0))
 }
 
 fn convert(
     node: &MarkedYaml<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     errs: &mut Errors,
+    end: Position,
     depth: usize,
 ) -> Node {
-    let pos = position(node.span.start);
+    let pos = position(node.span.start, end);
     let invalid = Node {
         pos,
         kind: Kind::Invalid,
@@ -193,13 +189,13 @@ fn convert(
         YamlData::Sequence(items) => Kind::Seq(
             items
                 .iter()
-                .map(|item| convert(item, env, errs, depth + 1))
+                .map(|item| convert(item, env, errs, end, depth + 1))
                 .collect(),
         ),
         YamlData::Mapping(map) => {
             let mut entries: Vec<Entry> = Vec::with_capacity(map.len());
             for (key, value) in map {
-                let key_pos = position(key.span.start);
+                let key_pos = position(key.span.start, end);
                 let YamlData::Representation(key_text, _, None) = &key.data else {
                     errs.add(key_pos, "mapping keys must be plain strings");
                     continue;
@@ -211,7 +207,7 @@ fn convert(
                 entries.push(Entry {
                     key: key_text.to_string(),
                     key_pos,
-                    value: convert(value, env, errs, depth + 1),
+                    value: convert(value, env, errs, end, depth + 1),
                 });
             }
             Kind::Map(entries)
@@ -364,5 +360,11 @@ mod tests {
             let out = parse_err(text);
             assert!(out.starts_with(at), "{text:?}: {out}");
         }
+        // An empty complex key at the very end is where the text ends, too (an unknown key
+        // error names its position).
+        let Kind::Map(entries) = parse_ok("? ").kind else {
+            panic!("a mapping");
+        };
+        assert_eq!(entries[0].key_pos, Position { line: 1, column: 3 });
     }
 }
