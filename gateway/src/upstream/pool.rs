@@ -290,12 +290,12 @@ impl UpstreamPool {
     }
 }
 
-/// Whether few enough targets are live for panic mode (never for an empty set).
 /// Healthy by active checks and not ejected at `now`.
 fn is_live(endpoint: &Endpoint, now: u64) -> bool {
     endpoint.state.is_healthy() && !endpoint.state.is_ejected(now)
 }
 
+/// Whether few enough targets are live for panic mode (never for an empty set).
 fn in_panic(endpoints: &[Endpoint], now: u64) -> bool {
     let live = endpoints.iter().filter(|e| is_live(e, now)).count();
     !endpoints.is_empty() && live * 100 <= endpoints.len() * PANIC_HEALTHY_PERCENT
