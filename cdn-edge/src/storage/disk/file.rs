@@ -71,8 +71,8 @@ pub(crate) struct ObjectHeader {
 }
 
 impl ObjectHeader {
-    /// Size of this file's fixed header.
-    fn fixed_len(&self) -> u64 {
+    /// Offset of the meta in the file: the size of its fixed header.
+    pub fn meta_offset(&self) -> u64 {
         if self.primary.is_some() {
             HEADER_LEN
         } else {
@@ -80,14 +80,9 @@ impl ObjectHeader {
         }
     }
 
-    /// Offset of the meta in the file.
-    pub fn meta_offset(&self) -> u64 {
-        self.fixed_len()
-    }
-
     /// Offset of the body in the file.
     pub fn body_offset(&self) -> u64 {
-        self.fixed_len() + u64::from(self.internal_len) + u64::from(self.header_len)
+        self.meta_offset() + u64::from(self.internal_len) + u64::from(self.header_len)
     }
 
     /// Size of the whole file.
