@@ -97,10 +97,6 @@ impl ClientConn {
     /// reads straight into the read-ahead's spare capacity, which is allocated only now that
     /// the socket is readable, and freed again when the read finds nothing.
     fn read_now(&mut self) -> io::Result<bool> {
-        if self.read_at == self.read_ahead.len() {
-            self.read_ahead.clear();
-            self.read_at = 0;
-        }
         self.read_ahead.reserve(READ_AHEAD);
         match self.tcp.try_read_buf(&mut self.read_ahead) {
             Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
