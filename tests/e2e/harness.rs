@@ -27,6 +27,17 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
+/// An address on loopback whose connections are refused: the socket is bound and not
+/// listening, so the port stays reserved (no other test takes it) while the socket lives.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("address");
+    (socket, addr)
+}
+
 /// Polls `f` every 20 ms until it is true or `limit` passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

@@ -328,11 +328,9 @@ async fn a_down_shield_is_failed_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shield_marked_down_by_health_checks_is_skipped() {
     let origin = Upstream::start("origin").await;
-    // The down shield's port stays reserved until that shield starts: bound, not listening,
-    // so connections to it are refused and no other test can take it meanwhile.
-    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
-    reserved.bind(addr(0)).expect("bind");
-    let flaky = reserved.local_addr().expect("address").port();
+    // The down shield's port refuses connections, and stays reserved, until that shield starts.
+    let (reserved, flaky) = refusing_addr();
+    let flaky = flaky.port();
     let live = free_port();
     let _live = Meridian::start(&shield_config(live, "shield-live", origin.addr));
     let shields = [addr(flaky), addr(live)];
@@ -421,10 +419,7 @@ async fn a_shield_marked_down_by_health_checks_is_skipped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shield_that_keeps_refusing_is_ejected() {
     let origin = Upstream::start("origin").await;
-    // Bound and not listening: connections are refused, and no other test can take the port.
-    let reserved = tokio::net::TcpSocket::new_v4().expect("socket");
-    reserved.bind(addr(0)).expect("bind");
-    let dead = reserved.local_addr().expect("address");
+    let (reserved, dead) = refusing_addr();
     let live = free_port();
     let _live = Meridian::start(&shield_config(live, "shield-live", origin.addr));
     let shields = [dead, addr(live)];
