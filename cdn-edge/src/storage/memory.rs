@@ -312,7 +312,10 @@ impl TempObject {
     /// Marks the body complete and returns it as one buffer.
     pub fn complete(&self) -> Result<Bytes> {
         let chunks = self.chunks.read();
-        match *self.state.borrow() {
+        // The watch's read guard must be gone before `send_replace` takes its write lock on
+        // the same thread (parking_lot's locks are not reentrant): copy the state out first.
+        let state = *self.state.borrow();
+        match state {
             WriteState::Aborted => {
                 return Error::e_explain(ErrorType::InternalError, "cache write was aborted")
             }
