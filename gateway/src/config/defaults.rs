@@ -39,6 +39,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             threads: 1,
+            stall_timeout: Duration::from_secs(5),
             grace_period: Duration::from_secs(10),
             upgrade_sock: PathBuf::from("/tmp/meridian_upgrade.sock"),
             pid_file: PathBuf::from("/tmp/meridian.pid"),
@@ -234,6 +235,7 @@ mod tests {
     fn defaults_match_the_spec() {
         let server = ServerSettings::default();
         assert_eq!(server.threads, 1);
+        assert_eq!(server.stall_timeout, Duration::from_secs(5));
         assert_eq!(server.grace_period, Duration::from_secs(10));
         assert!(server.watch_config);
         assert!(Admin::default().address.ip().is_loopback());

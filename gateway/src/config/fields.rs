@@ -265,6 +265,28 @@ pub(crate) fn duration(node: &Node, path: &str, errs: &mut Errors) -> Option<Dur
     parsed(node, path, errs, units::parse_duration)
 }
 
+/// A duration from `range.0` to `range.1` (whole milliseconds and seconds in the message).
+pub(crate) fn duration_within(
+    node: &Node,
+    path: &str,
+    errs: &mut Errors,
+    range: (Duration, Duration),
+) -> Option<Duration> {
+    parsed(node, path, errs, |s| {
+        let d = units::parse_duration(s)?;
+        let (min, max) = range;
+        if (min..=max).contains(&d) {
+            Ok(d)
+        } else {
+            Err(format!(
+                "expected a duration from {}ms to {}s, found \"{s}\"",
+                min.as_millis(),
+                max.as_secs()
+            ))
+        }
+    })
+}
+
 /// A duration longer than zero.
 pub(crate) fn positive_duration(node: &Node, path: &str, errs: &mut Errors) -> Option<Duration> {
     parsed(node, path, errs, |s| {

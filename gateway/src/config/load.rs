@@ -9,15 +9,14 @@ use std::time::Duration;
 
 use super::error::{ConfigError, ConfigErrors, Errors};
 use super::fields::{
-    boolean, choice, duration, entries, float, list, non_empty, number, parsed, secret, size,
-    size_usize, Fields,
+    boolean, choice, duration, duration_within, entries, float, list, non_empty, number, parsed,
+    secret, size, size_usize, Fields,
 };
 use super::model::{
     AccessLog, Admin, Certificate, ClientAuth, Config, Dashboard, EncodedSlash, IpAccess, Limits,
     Listener, ListenerTls, MetricsSource, Otlp, Position, ServerSettings, Telemetry,
 };
 use super::routes::{read_access, read_plugins, read_routes};
-use super::units;
 use super::upstreams::{read_upstreams, valid_name};
 use super::validate;
 use super::yaml::{self, Kind, Node};
@@ -28,6 +27,9 @@ const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024;
 const MAX_LISTENERS: usize = 64;
 /// Most certificates on one listener.
 const MAX_CERTIFICATES: usize = 1024;
+/// Shortest and longest `server.stall_timeout`.
+const STALL_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
 
 /// Reads and validates the config file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
@@ -201,6 +203,9 @@ fn read_server(node: &Node, path: &str, errs: &mut Errors) -> Option<ServerSetti
     let out = ServerSettings {
         threads: f.get_or("threads", d.threads, errs, |n, p, e| {
             number(n, p, e, 1, 1024)
+        }),
+        stall_timeout: f.get_or("stall_timeout", d.stall_timeout, errs, |n, p, e| {
+            duration_within(n, p, e, STALL_TIMEOUT_RANGE)
         }),
         grace_period: f.get_or("grace_period", d.grace_period, errs, duration),
         upgrade_sock: f.get_or("upgrade_sock", d.upgrade_sock, errs, path_buf),
@@ -436,19 +441,7 @@ fn read_dashboard(node: &Node, path: &str, errs: &mut Errors) -> Option<Dashboar
     let d = Dashboard::default();
     let sources = f.get_or("sources", d.sources, errs, read_sources);
     let scrape_every = f.get_or("scrape_every", d.scrape_every, errs, |n, p, e| {
-        parsed(n, p, e, |s| {
-            let every = units::parse_duration(s)?;
-            let (min, max) = SCRAPE_EVERY_RANGE;
-            if (min..=max).contains(&every) {
-                Ok(every)
-            } else {
-                Err(format!(
-                    "expected a duration from {}ms to {}s, found \"{s}\"",
-                    min.as_millis(),
-                    max.as_secs()
-                ))
-            }
-        })
+        duration_within(n, p, e, SCRAPE_EVERY_RANGE)
     });
     f.finish(errs);
     Some(Dashboard {

@@ -116,7 +116,7 @@ fn the_spec_sketch_loads_with_every_feature() {
         dir.touch(f);
     }
     let text = r#"
-server: { threads: 4, grace_period: 10s, upgrade_sock: /tmp/m.sock, pid_file: /tmp/m.pid, watch_config: false }
+server: { threads: 4, stall_timeout: 2s, grace_period: 10s, upgrade_sock: /tmp/m.sock, pid_file: /tmp/m.pid, watch_config: false }
 listeners:
   - { name: public, address: 0.0.0.0:8080, h2c: true }
   - name: tls
@@ -174,6 +174,7 @@ access: { allow: [], deny: [192.0.2.1] }
     let cfg = load_with_env(text, &file_name, &env).unwrap_or_else(|e| panic!("{e}"));
 
     assert_eq!(cfg.server.threads, 4);
+    assert_eq!(cfg.server.stall_timeout, Duration::from_secs(2));
     assert!(!cfg.server.watch_config);
     let tls = cfg.listeners[1].tls.as_ref().expect("tls");
     assert_eq!(tls.certificates.len(), 2);
@@ -314,6 +315,7 @@ fn bad_configs_point_at_the_problem() {
         (format!("{L}server: {{ grace_period: 10 }}\n"), 2, 25, "server.grace_period: \"10\" has no unit"),
         (format!("{L}server: {{ threads: many }}\n"), 2, 20, "server.threads: expected a whole number from 1 to 1024, found \"many\""),
         (format!("{L}server: {{ watch_config: yes }}\n"), 2, 25, "expected true or false, found \"yes\""),
+        (format!("{L}server: {{ stall_timeout: 10ms }}\n"), 2, 26, "server.stall_timeout: expected a duration from 100ms to 3600s, found \"10ms\""),
         (format!("{L}server: [1]\n"), 2, 9, "server: expected a mapping, found a list"),
         ("listeners: [{ name: a, address: 127.0.0.1:1 }, { name: a, address: 127.0.0.1:2 }]\n".into(),
          1, 56, "listeners[1].name: duplicate listener name \"a\""),

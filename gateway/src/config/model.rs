@@ -44,8 +44,12 @@ pub struct Config {
 /// Process-wide settings.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ServerSettings {
-    /// Worker threads per listener service (default 1).
+    /// Worker threads serving every listener (default 1).
     pub threads: usize,
+    /// A worker whose event loop has not turned for this long counts as stalled: logged,
+    /// exported, and `/healthz` fails (default 5s).
+    #[serde(serialize_with = "ser_duration")]
+    pub stall_timeout: Duration,
     /// How long a graceful shutdown or upgrade waits for in-flight requests (default 10s).
     #[serde(serialize_with = "ser_duration")]
     pub grace_period: Duration,
