@@ -18,7 +18,8 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::control::ControlRuntime;
 use crate::plan::Plan;
 use crate::reload::GatewayState;
-use crate::telemetry::Telemetry;
+use crate::server::watchdog::WorkerHealth;
+use crate::telemetry::{Metrics, Telemetry};
 
 /// Builds a [`Gateway`].
 pub struct GatewayBuilder {
@@ -125,7 +126,14 @@ impl GatewayBuilder {
             self.registry,
             self.path,
             control.handle().clone(),
+            Arc::new(WorkerHealth::new(
+                config.server.threads,
+                config.server.stall_timeout,
+            )),
         ));
+        control
+            .handle()
+            .spawn(state.workers.clone().watch(Metrics::global()));
 
         let opt = Opt {
             upgrade: self.upgrade,

@@ -15,6 +15,7 @@ use log::{error, info, warn};
 
 use crate::config;
 use crate::plan::Plan;
+use crate::server::watchdog::WorkerHealth;
 use crate::telemetry::{Metrics, Telemetry};
 
 /// Everything the admin API and the reload triggers share with the proxies.
@@ -33,6 +34,8 @@ pub struct GatewayState {
     pub started: AtomicBool,
     /// Set while connections drain before a shutdown or upgrade.
     pub draining: Arc<AtomicBool>,
+    /// The worker threads' heartbeats (`/healthz` fails while one is stalled).
+    pub workers: Arc<WorkerHealth>,
     /// Set once every listener has accepted a connection (they stay bound from then on).
     listeners_up: AtomicBool,
     reload_lock: Mutex<()>,
@@ -55,6 +58,7 @@ impl GatewayState {
         registry: plugins::Registry,
         config_path: Option<PathBuf>,
         rt: tokio::runtime::Handle,
+        workers: Arc<WorkerHealth>,
     ) -> Self {
         Metrics::global().set_config_generation(plan.generation);
         Self {
@@ -65,6 +69,7 @@ impl GatewayState {
             rt,
             started: AtomicBool::new(false),
             draining: Arc::new(AtomicBool::new(false)),
+            workers,
             listeners_up: AtomicBool::new(false),
             reload_lock: Mutex::new(()),
         }

@@ -283,6 +283,8 @@ impl Meridian {
             .args(["run", "-c"])
             .arg(&config)
             .env("RUST_LOG", "warn")
+            // Debug builds only: lets a test stall a worker on purpose (workers.rs).
+            .env("MERIDIAN_DEBUG_HOOKS", "1")
             .stdout(Stdio::from(
                 std::fs::File::create(&stdout).expect("stdout file"),
             ))

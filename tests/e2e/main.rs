@@ -32,3 +32,4 @@ mod tls;
 mod upgrade;
 mod urls;
 mod video;
+mod workers;

@@ -3,7 +3,7 @@
 //!
 //! | path | what |
 //! |---|---|
-//! | `GET /healthz` | the process is alive |
+//! | `GET /healthz` | liveness: 200 while every worker thread's event loop turns, 503 naming the stalled ones |
 //! | `GET /readyz` | a plan is loaded and every listener accepts connections |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /admin/config` | the effective config as JSON, secrets redacted |
@@ -28,6 +28,8 @@ use crate::telemetry::Metrics;
 
 mod breaker;
 mod dashboard;
+#[cfg(debug_assertions)]
+mod debug;
 mod purge;
 
 use dashboard::Dashboard;
@@ -63,6 +65,17 @@ impl AdminApp {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    /// `/healthz`: 200 while every worker's event loop turns; 503 with one line per stalled
+    /// worker otherwise, so an orchestrator restarts the process.
+    fn liveness(&self) -> Response<Vec<u8>> {
+        let stalls = self.state.workers.stalls();
+        if stalls.is_empty() {
+            return reply(StatusCode::OK, "text/plain", "ok\n");
+        }
+        let body: String = stalls.iter().map(|s| format!("{s}\n")).collect();
+        reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", body)
     }
 
     fn upstreams(&self) -> serde_json::Value {
@@ -150,7 +163,7 @@ impl ServeHttp for AdminApp {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         match path.as_str() {
-            "/healthz" => return reply(StatusCode::OK, "text/plain", "ok\n"),
+            "/healthz" => return self.liveness(),
             "/readyz" => {
                 return if self.state.listeners_ready() {
                     reply(StatusCode::OK, "text/plain", "ready\n")
@@ -214,6 +227,12 @@ impl ServeHttp for AdminApp {
                 }
             }
             ("POST", p) if p.ends_with("/breaker") => self.force_breaker(session, p).await,
+            #[cfg(debug_assertions)]
+            ("POST", "/admin/debug/stall") if debug::enabled() => {
+                let query = session.req_header().uri.query().unwrap_or("");
+                let (status, body) = debug::stall(&self.state.workers, query);
+                json_reply(status, &body)
+            }
             (
                 _,
                 "/metrics" | "/admin/config" | "/admin/upstreams" | "/admin/reload"

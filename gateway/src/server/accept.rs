@@ -1,22 +1,22 @@
-//! The accept loop of a plain-TCP listener.
+//! Binding listening sockets and accepting client connections on a worker.
 //!
-//! pingora's listening service spawns one task per connection whose future is sized for the
-//! largest thing it may do: a TLS handshake, under a timeout, before the HTTP loop. That future
-//! lives as long as the connection, TLS or not, and is most of what an idle keep-alive
-//! connection costs. A plain listener needs none of it, so it gets this loop instead: it binds
-//! through pingora's listening-socket table (so `--upgrade` hands the socket over exactly as
-//! pingora's own listeners do), accepts, and spawns a task that only runs the app.
+//! A listening socket is bound once per address, through pingora's listening-socket table (so
+//! `--upgrade` hands it over exactly as pingora's own listeners do); each worker
+//! ([`super::workers`]) then accepts on its own duplicate of it. An accepted connection is a
+//! [`ClientConn`] — TLS-terminated first on a TLS listener — handed to the listener's app in a
+//! task of its own on the worker that accepted it.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use pingora::apps::ServerApp;
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::Stream;
 use pingora::server::{ListenFds, ShutdownWatch};
-use pingora::services::Service;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::task::TaskTracker;
 
 use super::client_io::ClientConn;
 
@@ -30,76 +30,27 @@ const BIND_TRIES: u32 = 30;
 const BIND_PAUSE: Duration = Duration::from_millis(500);
 /// `EMFILE` (Linux): too many open files; accept() keeps failing at once until some close.
 const EMFILE: i32 = 24;
+/// How long a client may take to complete a TLS handshake (as pingora's listeners).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A pingora service that serves `app` on one plain-TCP address with a lean accept loop.
-pub struct PlainListener<A> {
-    name: String,
-    address: SocketAddr,
-    app: Option<A>,
-    threads: usize,
+/// One client-facing listener as one worker serves it.
+pub struct Endpoint<A> {
+    /// The listener's name (for logs).
+    pub name: String,
+    /// What serves its connections on this worker (the worker's own instance, with its own
+    /// upstream connection pool).
+    pub app: Arc<A>,
+    /// TLS termination, on a TLS listener.
+    pub tls: Option<Arc<Acceptor>>,
 }
 
-impl<A> PlainListener<A> {
-    /// A listener called `name` on `address`, run on `threads` threads.
-    pub fn new(name: String, address: SocketAddr, app: A, threads: usize) -> Self {
-        Self {
-            name,
-            address,
-            app: Some(app),
-            threads,
-        }
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> Service for PlainListener<A> {
-    async fn start_service(
-        &mut self,
-        fds: Option<ListenFds>,
-        shutdown: ShutdownWatch,
-        listeners_per_fd: usize,
-    ) {
-        let Some(app) = self.app.take() else {
-            return;
-        };
-        let listener = match bind(self.address, fds).await {
-            Ok(l) => Arc::new(l),
-            Err(e) => {
-                // pingora's own listeners panic here; a listener that cannot bind leaves the
-                // process unable to do its job, so it stops, saying why.
-                log::error!("{}: cannot listen on {}: {e}", self.name, self.address);
-                std::process::exit(1);
-            }
-        };
-        let app = Arc::new(app);
-        let loops: Vec<_> = (0..listeners_per_fd.max(1))
-            .map(|_| {
-                let (listener, app, shutdown) = (listener.clone(), app.clone(), shutdown.clone());
-                tokio::spawn(accept_loop(listener, app, shutdown))
-            })
-            .collect();
-        futures::future::join_all(loops).await;
-        app.cleanup().await;
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn threads(&self) -> Option<usize> {
-        Some(self.threads)
-    }
-
-    fn listen_addresses(&self) -> Option<Vec<String>> {
-        Some(vec![self.address.to_string()])
-    }
-}
-
-/// Accepts until shutdown; each connection runs in its own small task.
-async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
-    listener: Arc<TcpListener>,
-    app: Arc<A>,
+/// Accepts on `listener` until shutdown; each connection runs in its own task, tracked by
+/// `connections` so the worker can wait for them to finish.
+pub async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint<A>>,
     mut shutdown: ShutdownWatch,
+    connections: TaskTracker,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -115,17 +66,11 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 if let Err(e) = tcp.set_nodelay(true) {
                     log::debug!("TCP_NODELAY on a client connection: {e}");
                 }
-                let (app, shutdown) = (app.clone(), shutdown.clone());
-                tokio::spawn(async move {
-                    let conn = Box::new(ClientConn::new(tcp, peer));
-                    let mut next = app.process_new(conn, &shutdown).await;
-                    while let Some(stream) = next {
-                        next = app.process_new(stream, &shutdown).await;
-                    }
-                });
+                let conn = ClientConn::new(tcp, peer);
+                connections.spawn(serve(conn, peer, endpoint.clone(), shutdown.clone()));
             }
             Err(e) => {
-                log::error!("accept() failed: {e}");
+                log::error!("{}: accept() failed: {e}", endpoint.name);
                 if e.raw_os_error() == Some(EMFILE) {
                     tokio::time::sleep(EMFILE_PAUSE).await;
                 }
@@ -134,12 +79,48 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     }
 }
 
+/// Serves one accepted connection: the TLS handshake first on a TLS listener, then the app, for
+/// as long as the app hands the connection back (keep-alive).
+async fn serve<A: ServerApp + Send + Sync + 'static>(
+    conn: ClientConn,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint<A>>,
+    shutdown: ShutdownWatch,
+) {
+    let stream: Stream = match &endpoint.tls {
+        None => Box::new(conn),
+        Some(acceptor) => {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(conn)).await {
+                Ok(Ok(tls)) => Box::new(tls),
+                // A failed handshake is the client's business (scanners, old clients), not
+                // an error of this server.
+                Ok(Err(e)) => {
+                    log::debug!("{}: TLS handshake with {peer} failed: {e}", endpoint.name);
+                    return;
+                }
+                Err(_) => {
+                    log::debug!("{}: TLS handshake with {peer} timed out", endpoint.name);
+                    return;
+                }
+            }
+        }
+    };
+    let app = &endpoint.app;
+    let mut next = app.process_new(stream, &shutdown).await;
+    while let Some(stream) = next {
+        next = app.process_new(stream, &shutdown).await;
+    }
+}
+
 /// The listening socket for `address`: the one an upgrading process handed over when there is
 /// one in `fds`, otherwise a new one, recorded in `fds` to hand over at the next upgrade.
-async fn bind(address: SocketAddr, fds: Option<ListenFds>) -> std::io::Result<TcpListener> {
+pub async fn bind(
+    address: SocketAddr,
+    fds: Option<&ListenFds>,
+) -> std::io::Result<std::net::TcpListener> {
     let key = address.to_string();
     let Some(fds) = fds else {
-        return listen(address).await;
+        return listen(address).await?.into_std();
     };
     let handed_over = fds.lock().get(&key).copied();
     if let Some(fd) = handed_over {
@@ -148,9 +129,9 @@ async fn bind(address: SocketAddr, fds: Option<ListenFds>) -> std::io::Result<Tc
         // only, and nothing else in this process owns or closes it.
         let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
         std.set_nonblocking(true)?;
-        return TcpListener::from_std(std);
+        return Ok(std);
     }
-    let listener = listen(address).await?;
+    let listener = listen(address).await?.into_std()?;
     fds.lock().add(key, listener.as_raw_fd());
     Ok(listener)
 }

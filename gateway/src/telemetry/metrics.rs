@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, 0.5 ms to 10 s.
@@ -44,6 +44,9 @@ pub struct Metrics {
     breaker_state: IntGaugeVec,
     breaker_transitions: IntCounterVec,
     breaker_calls: IntCounterVec,
+    worker_silence: GaugeVec,
+    worker_stalled: IntGaugeVec,
+    worker_stalls: IntCounterVec,
 }
 
 impl Metrics {
@@ -141,7 +144,32 @@ impl Metrics {
             &["scope", "name", "outcome"],
         )?;
 
+        let worker_silence = GaugeVec::new(
+            Opts::new(
+                "meridian_worker_heartbeat_age_seconds",
+                "Time since each worker thread's event loop last turned (its heartbeat).",
+            ),
+            &["worker"],
+        )?;
+        let worker_stalled = IntGaugeVec::new(
+            Opts::new(
+                "meridian_worker_stalled",
+                "1 while a worker's heartbeat is older than server.stall_timeout (/healthz fails).",
+            ),
+            &["worker"],
+        )?;
+        let worker_stalls = IntCounterVec::new(
+            Opts::new(
+                "meridian_worker_stalls_total",
+                "Times a worker's heartbeat went past server.stall_timeout.",
+            ),
+            &["worker"],
+        )?;
+
         registry.register(Box::new(requests_total.clone()))?;
+        registry.register(Box::new(worker_silence.clone()))?;
+        registry.register(Box::new(worker_stalled.clone()))?;
+        registry.register(Box::new(worker_stalls.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(breaker_transitions.clone()))?;
         registry.register(Box::new(breaker_calls.clone()))?;
@@ -173,6 +201,9 @@ impl Metrics {
             breaker_state,
             breaker_transitions,
             breaker_calls,
+            worker_silence,
+            worker_stalled,
+            worker_stalls,
         })
     }
 
@@ -275,6 +306,24 @@ impl Metrics {
     pub fn set_config_generation(&self, generation: u64) {
         self.config_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    /// Exports a worker's heartbeat age and whether it counts as stalled (`worker` is its
+    /// index; the label set is bounded by `server.threads`).
+    pub fn set_worker(&self, worker: &str, silent_for: Duration, stalled: bool) {
+        self.worker_silence
+            .with_label_values(&[worker])
+            .set(silent_for.as_secs_f64());
+        self.worker_stalled
+            .with_label_values(&[worker])
+            .set(i64::from(stalled));
+        // Present from the first pass, so rate() has a starting point.
+        self.worker_stalls.with_label_values(&[worker]);
+    }
+
+    /// Counts the start of a worker's stall.
+    pub fn worker_stall_began(&self, worker: &str) {
+        self.worker_stalls.with_label_values(&[worker]).inc();
     }
 
     /// The counter of dropped access-log records (handed to the access-log writer).
