@@ -90,7 +90,10 @@ async fn serve<A: ServerApp + Send + Sync + 'static>(
     let stream: Stream = match &endpoint.tls {
         None => Box::new(conn),
         Some(acceptor) => {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(conn)).await {
+            // Boxed: inline, the handshake's state would size every connection's task, plain
+            // ones included, for as long as the connection lives.
+            let handshake = Box::pin(acceptor.tls_handshake(conn));
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(tls)) => Box::new(tls),
                 // A failed handshake is the client's business (scanners, old clients), not
                 // an error of this server.
