@@ -7,9 +7,13 @@
 //! usually whole) into a buffer allocated only then and keeps those bytes, which pingora's
 //! first read gets.
 //! One `recv` per request, as nginx, where reading the peeked byte and then the rest took two;
-//! and an idle connection still holds nothing but the socket. Reads from those bytes end at the
-//! end of a request head, so pipelined requests (which arrive in one read) are answered one
-//! after the other instead of being read past.
+//! and an idle connection still holds nothing but the socket.
+//!
+//! No read returns bytes past the end of a request head or of a chunked body (the first
+//! `\r\n\r\n` after what was read before, even one split across two reads): what follows is
+//! the next, pipelined request, which stays here where the keep-alive loop finds it. pingora
+//! would otherwise keep it as a "pipelined prefix" that the loop cannot see, and wait for the
+//! client instead of answering it.
 //!
 //! Writes are buffered up to one MSS, so a small response (header and body) leaves in one
 //! `send`. A larger body does not go through the buffer: it leaves in one vectored `send` with
@@ -43,18 +47,24 @@ use tokio::net::TcpStream;
 const WRITE_BUFFER: usize = DEFAULT_L4_WRITE_BUFFER_SIZE;
 /// The most one read-ahead takes from the socket: pingora's first read of a request head.
 const READ_AHEAD: usize = 4096;
+/// The blank line that ends a request head, and a chunked body.
+const BLANK_LINE: &[u8] = b"\r\n\r\n";
 
 /// An accepted client TCP connection (see the module docs).
 #[derive(Debug)]
 pub struct ClientConn {
     tcp: TcpStream,
-    /// Bytes read ahead by [`Peek::try_peek`]; reads return them (from `read_at` on) before
-    /// anything more from the socket. Empty, without capacity, once they are all returned.
+    /// Bytes read ahead by [`Peek::try_peek`], or read from the socket past a blank line; reads
+    /// return them (from `read_at` on) before anything more from the
+    /// socket. Empty, without capacity, once they are all returned.
     read_ahead: Vec<u8>,
     read_at: usize,
     /// Bytes written and not yet sent: at most [`WRITE_BUFFER`] of them. They leave on a flush,
     /// or in one vectored send together with the next write that does not fit beside them.
     pending: Vec<u8>,
+    /// The last bytes reads returned (at most three) since the last blank line, to find one
+    /// that straddles two reads.
+    tail: Tail,
     accepted_at: SystemTime,
     socket: Arc<SocketDigest>,
     proxy: Option<Arc<ProxyDigest>>,
@@ -71,6 +81,7 @@ impl ClientConn {
             read_ahead: Vec::new(),
             read_at: 0,
             pending: Vec::new(),
+            tail: Tail::default(),
             accepted_at: SystemTime::now(),
             socket: Arc::new(socket),
             proxy: None,
@@ -147,6 +158,50 @@ impl ClientConn {
     }
 }
 
+/// The last bytes (at most three) returned since the last blank line.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: [u8; 3],
+    len: usize,
+}
+
+impl Tail {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Records `returned`, which ends at a blank line when `ended` (then nothing is kept: the
+    /// next blank line starts after it).
+    fn returned(&mut self, returned: &[u8], ended: bool) {
+        if ended {
+            self.len = 0;
+            return;
+        }
+        let mut last = [0u8; 6];
+        let kept = self.len;
+        last[..kept].copy_from_slice(&self.bytes[..kept]);
+        let tail_of_returned = &returned[returned.len().saturating_sub(3)..];
+        last[kept..kept + tail_of_returned.len()].copy_from_slice(tail_of_returned);
+        let all = kept + tail_of_returned.len();
+        self.len = all.min(3);
+        self.bytes[..self.len].copy_from_slice(&last[all - self.len..all]);
+    }
+}
+
+/// Where the first blank line (`\r\n\r\n`) ends in `new`, counting one that began in `tail`,
+/// the bytes just before it.
+fn end_of_blank_line(tail: &[u8], new: &[u8]) -> Option<usize> {
+    let mut window = [0u8; 6];
+    let start = new.len().min(3);
+    window[..tail.len()].copy_from_slice(tail);
+    window[tail.len()..tail.len() + start].copy_from_slice(&new[..start]);
+    // A blank line there ends within `new`: `tail` alone is shorter than one.
+    if let Some(at) = memmem::find(&window[..tail.len() + start], BLANK_LINE) {
+        return Some(at + BLANK_LINE.len() - tail.len());
+    }
+    memmem::find(new, BLANK_LINE).map(|at| at + BLANK_LINE.len())
+}
+
 impl Drop for ClientConn {
     fn drop(&mut self) {
         // As pingora's own stream does on drop: send what is buffered if the socket takes it
@@ -156,27 +211,45 @@ impl Drop for ClientConn {
 }
 
 impl AsyncRead for ClientConn {
+    /// Reads up to the next blank line at most (see the module docs): from the read-ahead while
+    /// it holds bytes, else from the socket, keeping what a read brought past a blank line.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let ahead = self.read_ahead();
-        if ahead.is_empty() {
-            return Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let this = &mut *self;
+        if this.read_at < this.read_ahead.len() {
+            let ahead = &this.read_ahead[this.read_at..];
+            let end = end_of_blank_line(this.tail.bytes(), ahead);
+            let n = end.unwrap_or(ahead.len()).min(buf.remaining());
+            buf.put_slice(&ahead[..n]);
+            let ended = end == Some(n);
+            this.tail.returned(&ahead[..n], ended);
+            this.read_at += n;
+            if this.read_at == this.read_ahead.len() {
+                // Nothing kept while the connection idles until its next request.
+                this.read_ahead = Vec::new();
+                this.read_at = 0;
+            }
+            return Poll::Ready(Ok(()));
         }
-        // One request head at a time: the bytes of a next, pipelined request stay here, where
-        // the keep-alive loop finds them, instead of being read past the end of this request
-        // (which pingora answers by closing the connection after the first response).
-        let head = memmem::find(ahead, b"\r\n\r\n").map_or(ahead.len(), |end| end + 4);
-        let n = head.min(buf.remaining());
-        buf.put_slice(&ahead[..n]);
-        self.read_at += n;
-        if self.read_at == self.read_ahead.len() {
-            // Nothing kept while the connection idles until its next request.
-            self.read_ahead = Vec::new();
-            self.read_at = 0;
-        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+        let read = &buf.filled()[before..];
+        let end = end_of_blank_line(this.tail.bytes(), read);
+        let kept = match end {
+            Some(end) if end < read.len() => {
+                // The start of a next request: it waits here for the keep-alive loop.
+                this.read_ahead.extend_from_slice(&read[end..]);
+                this.read_at = 0;
+                end
+            }
+            _ => read.len(),
+        };
+        let ended = end == Some(kept);
+        this.tail.returned(&read[..kept], ended);
+        buf.set_filled(before + kept);
         Poll::Ready(Ok(()))
     }
 }
@@ -444,5 +517,71 @@ mod tests {
         drop(client);
         let mut first = [0u8; 1];
         assert!(conn.try_peek(&mut first).await.is_err());
+    }
+
+    /// Reads `conn` until `expected` bytes came, each read's bytes apart.
+    async fn reads(conn: &mut ClientConn, expected: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut total = 0;
+        while total < expected {
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "end of stream after {total} bytes");
+            total += n;
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_read_from_the_socket_stops_at_a_blank_line_and_keeps_the_rest() {
+        let (mut client, mut conn) = pair().await;
+        // A chunked body's end and the next request, straight from the socket.
+        let body_end = b"3\r\nabc\r\n0\r\n\r\n";
+        let next = b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n";
+        client
+            .write_all(&[&body_end[..], &next[..]].concat())
+            .await
+            .unwrap();
+        conn.tcp.readable().await.unwrap();
+        let got = reads(&mut conn, body_end.len()).await;
+        assert_eq!(got.concat(), body_end);
+        // The next request waits here, read ahead.
+        assert_eq!(conn.read_ahead(), next);
+    }
+
+    #[tokio::test]
+    async fn a_blank_line_split_across_two_reads_still_ends_a_read() {
+        let (mut client, mut conn) = pair().await;
+        client.write_all(b"0\r\n\r").await.unwrap();
+        let got = reads(&mut conn, 4).await;
+        assert_eq!(got.concat(), b"0\r\n\r");
+        let next = b"GET /2 HTTP/1.1\r\n\r\n";
+        client
+            .write_all(&[&b"\n"[..], &next[..]].concat())
+            .await
+            .unwrap();
+        let got = reads(&mut conn, 1).await;
+        assert_eq!(
+            got,
+            vec![b"\n".to_vec()],
+            "the read ends with the blank line"
+        );
+        assert_eq!(conn.read_ahead(), next);
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_three_bytes_until_a_blank_line() {
+        let mut tail = Tail::default();
+        tail.returned(b"a", false);
+        tail.returned(b"\r\n", false);
+        assert_eq!(tail.bytes(), b"a\r\n");
+        tail.returned(b"xyz\r", false);
+        assert_eq!(tail.bytes(), b"yz\r");
+        assert_eq!(end_of_blank_line(b"\n\r", b"\r\n"), None);
+        assert_eq!(end_of_blank_line(b"z\r\n", b"\r\nGET"), Some(2));
+        assert_eq!(end_of_blank_line(b"", b"a\r\n\r\nb"), Some(5));
+        tail.returned(b"\n", true);
+        assert_eq!(tail.bytes(), b"");
     }
 }
