@@ -13,8 +13,9 @@ use super::fields::{
     size_usize, Fields,
 };
 use super::model::{
-    AccessLog, Admin, Certificate, ClientAuth, Config, Dashboard, EncodedSlash, IpAccess, Limits,
-    Listener, ListenerTls, MetricsSource, Otlp, Position, ServerSettings, Telemetry,
+    AccessLog, Admin, Certificate, ClientAuth, ClientTimeouts, Config, Dashboard, EncodedSlash,
+    IpAccess, Limits, Listener, ListenerTls, MetricsSource, Otlp, Position, ServerSettings,
+    Telemetry,
 };
 use super::routes::{read_access, read_plugins, read_routes};
 use super::units;
@@ -206,9 +207,44 @@ fn read_server(node: &Node, path: &str, errs: &mut Errors) -> Option<ServerSetti
         upgrade_sock: f.get_or("upgrade_sock", d.upgrade_sock, errs, path_buf),
         pid_file: f.get_or("pid_file", d.pid_file, errs, path_buf),
         watch_config: f.get_or("watch_config", d.watch_config, errs, boolean),
+        client_timeouts: ClientTimeouts {
+            header: f.get_or(
+                "client_header_timeout",
+                d.client_timeouts.header,
+                errs,
+                client_timeout,
+            ),
+            body: f.get_or(
+                "client_body_timeout",
+                d.client_timeouts.body,
+                errs,
+                client_timeout,
+            ),
+            send: f.get_or(
+                "client_send_timeout",
+                d.client_timeouts.send,
+                errs,
+                client_timeout,
+            ),
+        },
     };
     f.finish(errs);
     Some(out)
+}
+
+/// The longest client timeout: a client may not hold a connection longer than this per step.
+const MAX_CLIENT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A client timeout: from 1 ms to [`MAX_CLIENT_TIMEOUT`].
+fn client_timeout(node: &Node, path: &str, errs: &mut Errors) -> Option<Duration> {
+    parsed(node, path, errs, |s| {
+        let d = units::parse_duration(s)?;
+        if d < Duration::from_millis(1) || d > MAX_CLIENT_TIMEOUT {
+            Err("expected a duration from 1ms to 1h".to_owned())
+        } else {
+            Ok(d)
+        }
+    })
 }
 
 fn read_listeners(
