@@ -15,7 +15,8 @@
 //! client gets 408 and the connection closes (a connection that sent nothing closes silently).
 //! pingora bounds the rest on each session: the pause between two reads of a request body
 //! (`client_body_timeout`, 408 by the proxy's error path), and one write to a client that does
-//! not take its response (`client_send_timeout`).
+//! not take its response (`client_send_timeout`). A client that shuts its write side after its
+//! request still gets the response (RFC 9112 §9.6; pingora's default would abort it).
 //!
 //! Pipelined HTTP/1.1 requests are answered one after the other: pingora's pipelining is on,
 //! and the connection hands pingora one request at a time ([`super::client_io`]).
@@ -101,6 +102,9 @@ where
             // The rest of a body the answer did not need is drained for as long, at most.
             session.set_total_drain_timeout(Some(timeouts.body));
             session.set_write_timeout(Some(timeouts.send));
+            // A client's FIN after its request is a half-close, not an abort: the response
+            // still goes out (a reset client fails the write instead).
+            session.set_abort_on_close(false);
             if let Some(settings) = carried.take() {
                 settings.apply_to_session(&mut session);
             }
