@@ -587,3 +587,10 @@ pub fn api_key_hash(key: &str) -> String {
     use sha2::Digest;
     format!("sha256:{:x}", sha2::Sha256::digest(key.as_bytes()))
 }
+
+impl Meridian {
+    /// The process id of the running `meridian`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

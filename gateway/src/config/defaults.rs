@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::model::{
-    AccessLog, Admin, Balance, BreakerWindow, CircuitBreaker, Config, Dashboard, EncodedSlash,
-    HeaderRules, HealthCheck, HealthKind, IpAccess, Keepalive, Limits, Outlier, PathMatch, Retries,
-    RetryOn, Route, RouteMatch, RouteUpstream, ServerSettings, Target, Telemetry, Timeouts,
-    Upstream,
+    AccessLog, Admin, Balance, BreakerWindow, CircuitBreaker, ClientTimeouts, Config, Dashboard,
+    EncodedSlash, HeaderRules, HealthCheck, HealthKind, IpAccess, Keepalive, Limits, Outlier,
+    PathMatch, Retries, RetryOn, Route, RouteMatch, RouteUpstream, ServerSettings, Target,
+    Telemetry, Timeouts, Upstream,
 };
 
 /// How often DNS names among upstream targets are re-resolved by default.
@@ -44,6 +44,18 @@ impl Default for ServerSettings {
             upgrade_sock: PathBuf::from("/tmp/meridian_upgrade.sock"),
             pid_file: PathBuf::from("/tmp/meridian.pid"),
             watch_config: true,
+            client_timeouts: ClientTimeouts::default(),
+        }
+    }
+}
+
+impl Default for ClientTimeouts {
+    /// nginx's `client_header_timeout`, `client_body_timeout` and `send_timeout`: 60 s each.
+    fn default() -> Self {
+        ClientTimeouts {
+            header: Duration::from_secs(60),
+            body: Duration::from_secs(60),
+            send: Duration::from_secs(60),
         }
     }
 }
@@ -238,6 +250,10 @@ mod tests {
         assert_eq!(server.stall_timeout, Duration::from_secs(5));
         assert_eq!(server.grace_period, Duration::from_secs(10));
         assert!(server.watch_config);
+        let client = server.client_timeouts;
+        assert_eq!(client.header, Duration::from_secs(60));
+        assert_eq!(client.body, Duration::from_secs(60));
+        assert_eq!(client.send, Duration::from_secs(60));
         assert!(Admin::default().address.ip().is_loopback());
         assert_eq!(Outlier::default().max_ejection_percent, 10);
         assert_eq!(Retries::default().on.len(), 4);

@@ -13,8 +13,9 @@ use super::fields::{
     secret, size, size_usize, Fields,
 };
 use super::model::{
-    AccessLog, Admin, Certificate, ClientAuth, Config, Dashboard, EncodedSlash, IpAccess, Limits,
-    Listener, ListenerTls, MetricsSource, Otlp, Position, ServerSettings, Telemetry,
+    AccessLog, Admin, Certificate, ClientAuth, ClientTimeouts, Config, Dashboard, EncodedSlash,
+    IpAccess, Limits, Listener, ListenerTls, MetricsSource, Otlp, Position, ServerSettings,
+    Telemetry,
 };
 use super::routes::{read_access, read_plugins, read_routes};
 use super::upstreams::{read_upstreams, valid_name};
@@ -211,9 +212,39 @@ fn read_server(node: &Node, path: &str, errs: &mut Errors) -> Option<ServerSetti
         upgrade_sock: f.get_or("upgrade_sock", d.upgrade_sock, errs, path_buf),
         pid_file: f.get_or("pid_file", d.pid_file, errs, path_buf),
         watch_config: f.get_or("watch_config", d.watch_config, errs, boolean),
+        client_timeouts: ClientTimeouts {
+            header: f.get_or(
+                "client_header_timeout",
+                d.client_timeouts.header,
+                errs,
+                client_timeout,
+            ),
+            body: f.get_or(
+                "client_body_timeout",
+                d.client_timeouts.body,
+                errs,
+                client_timeout,
+            ),
+            send: f.get_or(
+                "client_send_timeout",
+                d.client_timeouts.send,
+                errs,
+                client_timeout,
+            ),
+        },
     };
     f.finish(errs);
     Some(out)
+}
+
+/// Shortest and longest client timeouts: a client may not hold a connection longer than this
+/// per step.
+const CLIENT_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(3600));
+
+/// A client timeout, within [`CLIENT_TIMEOUT_RANGE`].
+fn client_timeout(node: &Node, path: &str, errs: &mut Errors) -> Option<Duration> {
+    duration_within(node, path, errs, CLIENT_TIMEOUT_RANGE)
 }
 
 fn read_listeners(

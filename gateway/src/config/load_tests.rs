@@ -116,7 +116,7 @@ fn the_spec_sketch_loads_with_every_feature() {
         dir.touch(f);
     }
     let text = r#"
-server: { threads: 4, stall_timeout: 2s, grace_period: 10s, upgrade_sock: /tmp/m.sock, pid_file: /tmp/m.pid, watch_config: false }
+server: { threads: 4, stall_timeout: 2s, grace_period: 10s, upgrade_sock: /tmp/m.sock, pid_file: /tmp/m.pid, watch_config: false, client_header_timeout: 10s, client_body_timeout: 20s, client_send_timeout: 1500ms }
 listeners:
   - { name: public, address: 0.0.0.0:8080, h2c: true }
   - name: tls
@@ -176,6 +176,10 @@ access: { allow: [], deny: [192.0.2.1] }
     assert_eq!(cfg.server.threads, 4);
     assert_eq!(cfg.server.stall_timeout, Duration::from_secs(2));
     assert!(!cfg.server.watch_config);
+    let client = cfg.server.client_timeouts;
+    assert_eq!(client.header, Duration::from_secs(10));
+    assert_eq!(client.body, Duration::from_secs(20));
+    assert_eq!(client.send, Duration::from_millis(1500));
     let tls = cfg.listeners[1].tls.as_ref().expect("tls");
     assert_eq!(tls.certificates.len(), 2);
     assert_eq!(tls.certificates[0].cert, dir.0.join("certs/default.pem"));
@@ -316,6 +320,11 @@ fn bad_configs_point_at_the_problem() {
         (format!("{L}server: {{ threads: many }}\n"), 2, 20, "server.threads: expected a whole number from 1 to 1024, found \"many\""),
         (format!("{L}server: {{ watch_config: yes }}\n"), 2, 25, "expected true or false, found \"yes\""),
         (format!("{L}server: {{ stall_timeout: 10ms }}\n"), 2, 26, "server.stall_timeout: expected a duration from 100ms to 3600s, found \"10ms\""),
+        (format!("{L}server: {{ client_header_timeout: 0s }}\n"), 2, 34,
+         "server.client_header_timeout: expected a duration from 1ms to 3600s"),
+        (format!("{L}server: {{ client_body_timeout: 2h }}\n"), 2, 32, "expected a duration from 1ms to 3600s"),
+        (format!("{L}server: {{ client_send_timeout: 30 }}\n"), 2, 32, "server.client_send_timeout: \"30\" has no unit"),
+        (format!("{L}server: {{ client_timeout: 30s }}\n"), 2, 11, "server.client_timeout: unknown key"),
         (format!("{L}server: [1]\n"), 2, 9, "server: expected a mapping, found a list"),
         ("listeners: [{ name: a, address: 127.0.0.1:1 }, { name: a, address: 127.0.0.1:2 }]\n".into(),
          1, 56, "listeners[1].name: duplicate listener name \"a\""),
@@ -461,6 +470,7 @@ fn durations_serialize_in_config_notation() {
     let cfg = load(L).unwrap_or_else(|e| panic!("{e}"));
     let json = serde_json::to_value(&cfg).expect("json");
     assert_eq!(json["server"]["grace_period"], "10s");
+    assert_eq!(json["server"]["client_header_timeout"], "1m");
 }
 
 #[test]

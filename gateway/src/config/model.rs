@@ -59,6 +59,26 @@ pub struct ServerSettings {
     pub pid_file: PathBuf,
     /// Watch the config file and reload when it changes (default true).
     pub watch_config: bool,
+    /// How long a client may take over a request head, a request body and a response.
+    #[serde(flatten)]
+    pub client_timeouts: ClientTimeouts,
+}
+
+/// Bounds on slow clients (slowloris), applied to every plain and TLS HTTP/1 connection.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// The longest a request head may take to arrive, counted from the connection's start for
+    /// its first request and from a head's first byte after that (default 60s) → 408.
+    #[serde(rename = "client_header_timeout", serialize_with = "ser_duration")]
+    pub header: Duration,
+    /// The longest pause between two reads of a request body (default 60s) → 408; also the
+    /// most Meridian waits for the rest of a body it did not need before it closes.
+    #[serde(rename = "client_body_timeout", serialize_with = "ser_duration")]
+    pub body: Duration,
+    /// The longest one write to a client may wait for the client to take bytes (default 60s);
+    /// after it the connection is closed.
+    #[serde(rename = "client_send_timeout", serialize_with = "ser_duration")]
+    pub send: Duration,
 }
 
 /// One client-facing listener.

@@ -19,6 +19,7 @@
 
 mod attempt;
 pub mod cache;
+pub mod client_timeouts;
 mod ctx;
 pub mod forward;
 pub mod guard;

@@ -5,7 +5,8 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
 /// Writes `status` with a one-line plain-text `reason` body. Protocol errors (400, 413, 414,
-/// 431) close the connection afterwards: the rest of the stream cannot be trusted.
+/// 431) and a client timeout (408) close the connection afterwards: the rest of the stream
+/// cannot be trusted.
 pub async fn respond(
     session: &mut Session,
     status: u16,
@@ -33,7 +34,7 @@ pub async fn respond_with(
     if let Some(v) = cache_status {
         resp.insert_header("cache-status", v)?;
     }
-    if matches!(status, 400 | 413 | 414 | 431) {
+    if matches!(status, 400 | 408 | 413 | 414 | 431) {
         resp.insert_header("connection", "close")?;
         session.set_keepalive(None);
     }

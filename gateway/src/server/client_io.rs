@@ -1,15 +1,19 @@
 //! A plain client connection: the accepted TCP socket, read ahead when a request arrives and
 //! written through a buffer of one MSS.
 //!
-//! The keep-alive loop ([`super::connections`]) waits for each request with a one-byte
-//! [`Peek::try_peek`] before handing the connection to pingora. Here that wait holds no buffer:
-//! it waits for the socket to become readable, then reads whatever the client sent (a request,
-//! usually whole) into a buffer allocated only then and keeps those bytes, which pingora's
-//! first read gets.
-//! One `recv` per request, as nginx, where reading the peeked byte and then the rest took two;
-//! and an idle connection still holds nothing but the socket. Reads from those bytes end at the
-//! end of a request head, so pipelined requests (which arrive in one read) are answered one
-//! after the other instead of being read past.
+//! The keep-alive loop ([`super::connections`]) waits for each request head with
+//! [`ClientConn::read_head`] before handing the connection to pingora. That wait holds no
+//! buffer while nothing arrives: it waits for the socket to become readable, then reads
+//! whatever the client sent (a request, usually whole) into a buffer allocated only then and
+//! keeps those bytes, which pingora's first read gets. One `recv` per request, as nginx; and an
+//! idle connection still holds nothing but the socket. Because the whole head is read before
+//! pingora sees it, the time a head may take is bounded there (`client_header_timeout`).
+//!
+//! No read returns bytes past the end of a request head or of a chunked body (the first
+//! `\r\n\r\n` after what was read before, even one split across two reads): what follows is
+//! the next, pipelined request, which stays here where the keep-alive loop finds it. pingora
+//! would otherwise keep it as a "pipelined prefix" that the loop cannot see, and wait for the
+//! client instead of answering it.
 //!
 //! Writes are buffered up to one MSS, so a small response (header and body) leaves in one
 //! `send`. A larger body does not go through the buffer: it leaves in one vectored `send` with
@@ -19,6 +23,7 @@
 //! pingora's own `Stream` is not used for these connections: it keeps per-read timing and
 //! peeks by reading and pushing back, and the socket itself is all this needs.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -38,23 +43,38 @@ use pingora::protocols::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// The write buffer: one MSS, as pingora's own buffered streams.
 const WRITE_BUFFER: usize = DEFAULT_L4_WRITE_BUFFER_SIZE;
 /// The most one read-ahead takes from the socket: pingora's first read of a request head.
 const READ_AHEAD: usize = 4096;
+/// The most of a request head read ahead while waiting for its end: pingora refuses a head
+/// larger than this (400) anyway.
+const MAX_HEAD: usize = 1 << 20;
+/// A partial head longer than this is not checked for early refusal (see [`Head::Refused`]).
+const CHECKED_HEAD: usize = 16 * 1024;
+/// The blank line that ends a request head, and a chunked body.
+const BLANK_LINE: &[u8] = b"\r\n\r\n";
 
 /// An accepted client TCP connection (see the module docs).
 #[derive(Debug)]
 pub struct ClientConn {
     tcp: TcpStream,
-    /// Bytes read ahead by [`Peek::try_peek`]; reads return them (from `read_at` on) before
-    /// anything more from the socket. Empty, without capacity, once they are all returned.
+    /// Bytes read ahead while the keep-alive loop waits for a request, or read from the socket
+    /// past a blank line; reads return them (from `read_at` on) before anything more from the
+    /// socket. Empty, without capacity, once they are all returned.
     read_ahead: Vec<u8>,
     read_at: usize,
     /// Bytes written and not yet sent: at most [`WRITE_BUFFER`] of them. They leave on a flush,
     /// or in one vectored send together with the next write that does not fit beside them.
     pending: Vec<u8>,
+    /// The last bytes reads returned (at most three) since the last blank line, to find one
+    /// that straddles two reads.
+    tail: Tail,
+    /// When set, reads fail with `TimedOut` once it passes, until a blank line is returned: the
+    /// bound on a request head that pingora reads itself (see [`ClientConn::bound_head`]).
+    head_deadline: Option<Pin<Box<Sleep>>>,
     accepted_at: SystemTime,
     socket: Arc<SocketDigest>,
     proxy: Option<Arc<ProxyDigest>>,
@@ -71,6 +91,8 @@ impl ClientConn {
             read_ahead: Vec::new(),
             read_at: 0,
             pending: Vec::new(),
+            tail: Tail::default(),
+            head_deadline: None,
             accepted_at: SystemTime::now(),
             socket: Arc::new(socket),
             proxy: None,
@@ -80,6 +102,42 @@ impl ClientConn {
     /// The bytes read ahead and not yet returned.
     fn read_ahead(&self) -> &[u8] {
         &self.read_ahead[self.read_at..]
+    }
+
+    /// Waits until a request head is read ahead whole, or bytes that pingora refuses without
+    /// waiting for more (see [`Head`]). Fails with `UnexpectedEof` when the client closed.
+    pub async fn read_head(&mut self) -> io::Result<Head> {
+        loop {
+            match Head::of(self.read_ahead()) {
+                Head::Partial => self.read_more().await?,
+                ready => return Ok(ready),
+            }
+        }
+    }
+
+    /// Reads now what the socket holds, never waiting (the usual case needs no timer), and
+    /// tells how far the request head is read ahead.
+    pub fn head_now(&mut self) -> io::Result<Head> {
+        match Head::of(self.read_ahead()) {
+            Head::Partial => {
+                self.read_now()?;
+                Ok(Head::of(self.read_ahead()))
+            }
+            ready => Ok(ready),
+        }
+    }
+
+    /// Whether a byte of a request is read ahead (empty lines before a request do not count).
+    pub fn has_request_bytes(&self) -> bool {
+        self.read_ahead()
+            .iter()
+            .any(|b| !matches!(b, b'\r' | b'\n'))
+    }
+
+    /// Bounds the reads of a request head handed to pingora before its end arrived: once
+    /// `deadline` passes, reads fail until the head's end has been returned.
+    pub fn bound_head(&mut self, deadline: Instant) {
+        self.head_deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
     }
 
     /// Waits until the socket has data and reads what it holds onto the read-ahead. Fails with
@@ -147,6 +205,89 @@ impl ClientConn {
     }
 }
 
+/// The last bytes (at most three) returned since the last blank line.
+#[derive(Debug, Default)]
+struct Tail {
+    bytes: [u8; 3],
+    len: usize,
+}
+
+impl Tail {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Records `returned`, which ends at a blank line when `ended` (then nothing is kept: the
+    /// next blank line starts after it).
+    fn returned(&mut self, returned: &[u8], ended: bool) {
+        if ended {
+            self.len = 0;
+            return;
+        }
+        let mut last = [0u8; 6];
+        let kept = self.len;
+        last[..kept].copy_from_slice(&self.bytes[..kept]);
+        let tail_of_returned = &returned[returned.len().saturating_sub(3)..];
+        last[kept..kept + tail_of_returned.len()].copy_from_slice(tail_of_returned);
+        let all = kept + tail_of_returned.len();
+        self.len = all.min(3);
+        self.bytes[..self.len].copy_from_slice(&last[all - self.len..all]);
+    }
+}
+
+/// Where the first blank line (`\r\n\r\n`) ends in `new`, counting one that began in `tail`,
+/// the bytes just before it.
+fn end_of_blank_line(tail: &[u8], new: &[u8]) -> Option<usize> {
+    let mut window = [0u8; 6];
+    let start = new.len().min(3);
+    window[..tail.len()].copy_from_slice(tail);
+    window[tail.len()..tail.len() + start].copy_from_slice(&new[..start]);
+    // A blank line there ends within `new`: `tail` alone is shorter than one.
+    if let Some(at) = memmem::find(&window[..tail.len() + start], BLANK_LINE) {
+        return Some(at + BLANK_LINE.len() - tail.len());
+    }
+    memmem::find(new, BLANK_LINE).map(|at| at + BLANK_LINE.len())
+}
+
+/// How far the bytes of a request read ahead go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// Not a whole head yet.
+    Partial,
+    /// A whole head: ended by a blank line (or by a bare-LF one, which the guard refuses).
+    Whole,
+    /// Bytes pingora refuses (400) without waiting for more: more than it takes
+    /// ([`MAX_HEAD`]), or a start that cannot become a request (a TLS handshake on a plain
+    /// port, say). Without this, such a client would wait for the header timeout.
+    Refused,
+}
+
+impl Head {
+    /// How far `ahead` goes.
+    fn of(ahead: &[u8]) -> Head {
+        if ahead.len() >= MAX_HEAD {
+            return Head::Refused;
+        }
+        // Empty lines before a request line are ignored (RFC 9112 §2.2).
+        let Some(start) = ahead.iter().position(|b| !matches!(b, b'\r' | b'\n')) else {
+            return Head::Partial;
+        };
+        let head = &ahead[start..];
+        if memmem::find(head, b"\n\r\n").is_some() || memmem::find(head, b"\n\n").is_some() {
+            return Head::Whole;
+        }
+        if head.len() > CHECKED_HEAD {
+            return Head::Partial;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        match httparse::Request::new(&mut headers).parse(head) {
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => Head::Partial,
+            Ok(httparse::Status::Complete(_)) => Head::Whole,
+            Err(_) => Head::Refused,
+        }
+    }
+}
+
 impl Drop for ClientConn {
     fn drop(&mut self) {
         // As pingora's own stream does on drop: send what is buffered if the socket takes it
@@ -156,27 +297,59 @@ impl Drop for ClientConn {
 }
 
 impl AsyncRead for ClientConn {
+    /// Reads up to the next blank line at most (see the module docs): from the read-ahead while
+    /// it holds bytes, else from the socket, keeping what a read brought past a blank line.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let ahead = self.read_ahead();
-        if ahead.is_empty() {
-            return Pin::new(&mut self.tcp).poll_read(cx, buf);
+        let this = &mut *self;
+        if this.read_at < this.read_ahead.len() {
+            let ahead = &this.read_ahead[this.read_at..];
+            let end = end_of_blank_line(this.tail.bytes(), ahead);
+            let n = end.unwrap_or(ahead.len()).min(buf.remaining());
+            buf.put_slice(&ahead[..n]);
+            let ended = end == Some(n);
+            this.tail.returned(&ahead[..n], ended);
+            if ended {
+                this.head_deadline = None;
+            }
+            this.read_at += n;
+            if this.read_at == this.read_ahead.len() {
+                // Nothing kept while the connection idles until its next request.
+                this.read_ahead = Vec::new();
+                this.read_at = 0;
+            }
+            return Poll::Ready(Ok(()));
         }
-        // One request head at a time: the bytes of a next, pipelined request stay here, where
-        // the keep-alive loop finds them, instead of being read past the end of this request
-        // (which pingora answers by closing the connection after the first response).
-        let head = memmem::find(ahead, b"\r\n\r\n").map_or(ahead.len(), |end| end + 4);
-        let n = head.min(buf.remaining());
-        buf.put_slice(&ahead[..n]);
-        self.read_at += n;
-        if self.read_at == self.read_ahead.len() {
-            // Nothing kept while the connection idles until its next request.
-            self.read_ahead = Vec::new();
-            self.read_at = 0;
+        if let Some(deadline) = this.head_deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head timeout",
+                )));
+            }
         }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
+        let read = &buf.filled()[before..];
+        let end = end_of_blank_line(this.tail.bytes(), read);
+        let kept = match end {
+            Some(end) if end < read.len() => {
+                // The start of a next request: it waits here for the keep-alive loop.
+                this.read_ahead.extend_from_slice(&read[end..]);
+                this.read_at = 0;
+                end
+            }
+            _ => read.len(),
+        };
+        let ended = end == Some(kept);
+        this.tail.returned(&read[..kept], ended);
+        if ended {
+            this.head_deadline = None;
+        }
+        buf.set_filled(before + kept);
         Poll::Ready(Ok(()))
     }
 }
@@ -444,5 +617,140 @@ mod tests {
         drop(client);
         let mut first = [0u8; 1];
         assert!(conn.try_peek(&mut first).await.is_err());
+    }
+
+    /// Reads `conn` until `expected` bytes came, each read's bytes apart.
+    async fn reads(conn: &mut ClientConn, expected: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut total = 0;
+        while total < expected {
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "end of stream after {total} bytes");
+            total += n;
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_read_from_the_socket_stops_at_a_blank_line_and_keeps_the_rest() {
+        let (mut client, mut conn) = pair().await;
+        // A chunked body's end and the next request, straight from the socket.
+        let body_end = b"3\r\nabc\r\n0\r\n\r\n";
+        let next = b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n";
+        client
+            .write_all(&[&body_end[..], &next[..]].concat())
+            .await
+            .unwrap();
+        conn.tcp.readable().await.unwrap();
+        let got = reads(&mut conn, body_end.len()).await;
+        assert_eq!(got.concat(), body_end);
+        // The next request waits here: its head is whole at once.
+        assert_eq!(conn.head_now().unwrap(), Head::Whole);
+        assert_eq!(conn.read_ahead(), next);
+    }
+
+    #[tokio::test]
+    async fn a_blank_line_split_across_two_reads_still_ends_a_read() {
+        let (mut client, mut conn) = pair().await;
+        client.write_all(b"0\r\n\r").await.unwrap();
+        let got = reads(&mut conn, 4).await;
+        assert_eq!(got.concat(), b"0\r\n\r");
+        let next = b"GET /2 HTTP/1.1\r\n\r\n";
+        client
+            .write_all(&[&b"\n"[..], &next[..]].concat())
+            .await
+            .unwrap();
+        let got = reads(&mut conn, 1).await;
+        assert_eq!(
+            got,
+            vec![b"\n".to_vec()],
+            "the read ends with the blank line"
+        );
+        assert_eq!(conn.read_ahead(), next);
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_three_bytes_until_a_blank_line() {
+        let mut tail = Tail::default();
+        tail.returned(b"a", false);
+        tail.returned(b"\r\n", false);
+        assert_eq!(tail.bytes(), b"a\r\n");
+        tail.returned(b"xyz\r", false);
+        assert_eq!(tail.bytes(), b"yz\r");
+        assert_eq!(end_of_blank_line(b"\n\r", b"\r\n"), None);
+        assert_eq!(end_of_blank_line(b"z\r\n", b"\r\nGET"), Some(2));
+        assert_eq!(end_of_blank_line(b"", b"a\r\n\r\nb"), Some(5));
+        tail.returned(b"\n", true);
+        assert_eq!(tail.bytes(), b"");
+    }
+
+    #[test]
+    fn a_head_is_whole_partial_or_refused() {
+        let cases: [(&[u8], Head); 9] = [
+            (b"", Head::Partial),
+            (b"\r\n", Head::Partial),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n", Head::Partial),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", Head::Whole),
+            (b"\r\nGET / HTTP/1.1\r\n\r\n", Head::Whole),
+            // Bare LF: whole, for the guard to refuse.
+            (b"GET / HTTP/1.1\nHost: x\n\n", Head::Whole),
+            // A TLS ClientHello on a plain port.
+            (
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+                Head::Refused,
+            ),
+            (b"GET / HTTP/1.1\r\nBad Header: x\r\n", Head::Refused),
+            (b"GE", Head::Partial),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(
+                Head::of(bytes),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let many: Vec<u8> = [&b"GET / HTTP/1.1\r\n"[..], &b"A: b\r\n".repeat(100)].concat();
+        assert_eq!(Head::of(&many), Head::Partial, "more headers than checked");
+        assert_eq!(Head::of(&vec![b'a'; MAX_HEAD]), Head::Refused);
+    }
+
+    #[tokio::test]
+    async fn read_head_waits_for_the_whole_head() {
+        let (mut client, mut conn) = pair().await;
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let head = tokio::spawn(async move {
+            let read = conn.read_head().await.map(|_| ());
+            (read, conn)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!head.is_finished(), "a partial head is not a head");
+        client.write_all(b"Host: x\r\n\r\n").await.unwrap();
+        let (read, conn) = head.await.unwrap();
+        read.unwrap();
+        assert_eq!(conn.read_ahead(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        drop(client);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_head_fails_reads_after_its_deadline_until_it_ends() {
+        let (mut client, mut conn) = pair().await;
+        conn.bound_head(Instant::now() + Duration::from_millis(50));
+        client.write_all(b"GET / HT").await.unwrap();
+        let got = reads(&mut conn, 8).await;
+        assert_eq!(got.concat(), b"GET / HT");
+        let mut buf = [0u8; 64];
+        let err = conn.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        // A head that ends in time lifts the bound.
+        let (mut client, mut conn) = pair().await;
+        conn.bound_head(Instant::now() + Duration::from_millis(50));
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        reads(&mut conn, 18).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.write_all(b"more").await.unwrap();
+        assert_eq!(conn.read(&mut buf).await.unwrap(), 4);
     }
 }
