@@ -112,7 +112,6 @@ impl GatewayBuilder {
             crate::proxy::cache::install(cache)
                 .map_err(|e| vec![format!("{source}: cache: cannot open the storage: {e}")])?;
         }
-        crate::proxy::client_timeouts::install(self.config.server.client_timeouts);
         let config = Arc::new(self.config);
         let plan = Plan::build(
             config.clone(),

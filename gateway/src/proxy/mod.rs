@@ -19,7 +19,6 @@
 
 mod attempt;
 pub mod cache;
-pub mod client_timeouts;
 mod ctx;
 pub mod forward;
 pub mod guard;

@@ -36,7 +36,6 @@ use tokio::time::Instant;
 
 use super::client_io::{ClientConn, Head};
 use crate::config::ClientTimeouts;
-use crate::proxy::client_timeouts;
 use crate::telemetry::Metrics;
 
 /// How long a client connection may stay idle between requests, as pingora.
@@ -55,14 +54,18 @@ pub struct ConnectionApp<A> {
     inner: Arc<A>,
     /// The listener accepts h2c: the first bytes decide the protocol, so pingora decides.
     h2c: bool,
+    /// Bounds on slow clients (`server.client_*_timeout`).
+    timeouts: ClientTimeouts,
 }
 
 impl<A> ConnectionApp<A> {
-    /// Wraps `app`; `h2c` tells whether the listener accepts cleartext HTTP/2.
-    pub fn new(app: A, h2c: bool) -> Self {
+    /// Wraps `app`; `h2c` tells whether the listener accepts cleartext HTTP/2, `timeouts`
+    /// bound slow clients.
+    pub fn new(app: A, h2c: bool, timeouts: ClientTimeouts) -> Self {
         Self {
             inner: Arc::new(app),
             h2c,
+            timeouts,
         }
     }
 }
@@ -85,7 +88,7 @@ where
         if self.h2c || h2 {
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
-        let timeouts = client_timeouts::current();
+        let timeouts = self.timeouts;
         // The first request's head is due this long after the connection opened.
         let mut due = Some(Instant::now() + timeouts.header);
         let mut carried: Option<HttpPersistentSettings> = None;

@@ -49,7 +49,7 @@ pub fn add_services(
                     opts.h2c = true;
                     app.server_options = Some(opts);
                 }
-                connections::ConnectionApp::new(app, h2c)
+                connections::ConnectionApp::new(app, h2c, config.server.client_timeouts)
             })
             .collect();
         let tls = match &l.tls {
