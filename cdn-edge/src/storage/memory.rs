@@ -290,7 +290,8 @@ impl MemoryTier {
 }
 
 impl TempObject {
-    /// Appends a chunk (empty chunks are skipped) and publishes the progress.
+    /// Appends a chunk (empty chunks are skipped) and publishes the progress. One writer (the
+    /// fill) appends, completes and aborts, so the count cannot change between the two locks.
     pub fn append(&self, data: Bytes, eof: bool) -> Result<()> {
         let mut chunks = self.chunks.write();
         let state = *self.state.borrow();
@@ -301,6 +302,9 @@ impl TempObject {
             chunks.push(data);
         }
         let n = chunks.len();
+        // The chunk is in before its count is published, and the lock is free by then: the
+        // readers the count wakes (on other threads too) do not queue for it.
+        drop(chunks);
         self.state.send_replace(if eof {
             WriteState::Done(n)
         } else {
