@@ -199,6 +199,19 @@ impl MemoryTier {
         self.insert(Arc::new(MemObject::new(key, meta, decoded, body)), false)
     }
 
+    /// Offers the finished fill `temp` of `key`, whose body is `body`, to the tier, unless it
+    /// was purged while it was written. Returns whether it was admitted.
+    ///
+    /// The purge flag is read under the admission lock, which [`MemoryTier::purge`] takes
+    /// after setting it: a purge is either seen here or removes what this admits. (Read
+    /// before the lock, a purge could land in between and the fill be stored after it.)
+    pub fn admit_fill(&self, key: ObjectKey, temp: &TempObject, body: Bytes) -> bool {
+        let object = MemObject::new(key, temp.meta.clone(), temp.decoded.clone(), body);
+        let object = Arc::new(object);
+        let _guard = self.admission.lock();
+        !temp.purged() && self.insert_locked(object, false)
+    }
+
     /// Replaces any object of the same key with `object` (if admitted). `force` skips the
     /// TinyLFU comparison (for a meta update of an object already held).
     fn insert(&self, object: Arc<MemObject>, force: bool) -> bool {
@@ -374,11 +387,6 @@ impl TempObject {
     /// The serialized meta.
     pub fn meta(&self) -> &MetaBytes {
         &self.meta
-    }
-
-    /// [`TempObject::meta`], decoded.
-    pub fn decoded(&self) -> &DecodedMeta {
-        &self.decoded
     }
 }
 
