@@ -82,6 +82,7 @@ impl SurrogateIndex {
             return Vec::new();
         };
         inner.order.retain(|k| k != name);
+        drop(inner);
         set.into_iter().collect()
     }
 

@@ -39,14 +39,7 @@ impl VariantIndex {
                 map.remove(&victim);
             }
         }
-        let variants = map.entry(primary).or_default();
-        if variants.contains(&object) {
-            return;
-        }
-        if variants.len() >= MAX_VARIANTS {
-            variants.remove(0);
-        }
-        variants.push(object);
+        add_variant(map.entry(primary).or_default(), object);
     }
 
     /// The variants of `primary`, forgotten (for a hard purge).
@@ -58,6 +51,18 @@ impl VariantIndex {
     pub fn get(&self, primary: &HashBinary) -> Vec<HashBinary> {
         self.map.lock().get(primary).cloned().unwrap_or_default()
     }
+}
+
+/// Adds `object` to `variants` unless it is there, forgetting the oldest beyond
+/// [`MAX_VARIANTS`].
+fn add_variant(variants: &mut Vec<HashBinary>, object: HashBinary) {
+    if variants.contains(&object) {
+        return;
+    }
+    if variants.len() >= MAX_VARIANTS {
+        variants.remove(0);
+    }
+    variants.push(object);
 }
 
 #[cfg(test)]

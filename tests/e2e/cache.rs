@@ -1,5 +1,6 @@
 //! The CDN edge: routes with `cache:` through a real `meridian` and a scripted origin —
-//! RFC 9111 freshness, Cache-Status, coalescing, stale serving, ranges, purge, disk restart.
+//! RFC 9111 freshness, Cache-Status, coalescing, stale serving, ranges, purge, disk restart, and
+//! fills from chunked and close-delimited origins on a one-thread edge.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -892,4 +893,332 @@ async fn age_and_heuristic_freshness() {
         .expect("ascii")
         .contains("; hit"));
     assert_eq!(origin.hits("/modified"), 1);
+}
+
+/// How [`FramedOrigin`] delimits its bodies.
+#[derive(Clone, Copy, Debug)]
+enum Framing {
+    /// `HTTP/1.1` with `Transfer-Encoding: chunked`, one chunk per part; the connection stays.
+    Chunked,
+    /// `HTTP/1.0` without a length: the body ends when the origin closes the connection.
+    CloseDelimited,
+}
+
+/// Parts a [`FramedOrigin`] body is written in.
+const FRAMED_PARTS: usize = 4;
+
+/// A hand-written HTTP/1 origin for the body framings hyper does not use for a whole body.
+/// Every path but `/probe` gets `Cache-Control: max-age=3600` and `body`, in [`FRAMED_PARTS`]
+/// writes; the writes after the first wait until `release` is open (it is open unless a test
+/// holds it). `/probe` gets an uncacheable `ok` with a Content-Length.
+struct FramedOrigin {
+    addr: std::net::SocketAddr,
+    /// The paths requested, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+    release: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FramedOrigin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FramedOrigin {
+    async fn start(framing: Framing, body: Bytes, open: bool) -> FramedOrigin {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (release, gate) = tokio::sync::watch::channel(open);
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let connection =
+                    serve_framed(stream, framing, body.clone(), log.clone(), gate.clone());
+                tokio::spawn(connection);
+            }
+        });
+        FramedOrigin {
+            addr,
+            seen,
+            release,
+            task,
+        }
+    }
+
+    /// Requests for `path` so far.
+    fn hits(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+}
+
+/// One origin connection: up to 100 requests, each head read whole (≤ 64 KiB) and answered.
+async fn serve_framed(
+    mut stream: tokio::net::TcpStream,
+    framing: Framing,
+    body: Bytes,
+    seen: Arc<Mutex<Vec<String>>>,
+    mut gate: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    for _ in 0..100 {
+        let head_end = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut more = [0u8; 4096];
+            match stream.read(&mut more).await {
+                Ok(n) if n > 0 && buf.len() < 64 * 1024 => buf.extend_from_slice(&more[..n]),
+                _ => return,
+            }
+        };
+        let head: Vec<u8> = buf.drain(..head_end).collect();
+        let path = String::from_utf8_lossy(&head)
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
+        seen.lock().expect("lock").push(path.clone());
+        if path == "/probe" {
+            let probe =
+                b"HTTP/1.1 200 OK\r\ncache-control: no-store\r\ncontent-length: 3\r\n\r\nok\n";
+            if stream.write_all(probe).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let head: &[u8] = match framing {
+            Framing::Chunked => b"HTTP/1.1 200 OK\r\ncache-control: max-age=3600\r\ncontent-type: application/octet-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+            Framing::CloseDelimited => b"HTTP/1.0 200 OK\r\ncache-control: max-age=3600\r\ncontent-type: application/octet-stream\r\n\r\n",
+        };
+        if stream.write_all(head).await.is_err() {
+            return;
+        }
+        for (n, part) in body.chunks(body.len().div_ceil(FRAMED_PARTS)).enumerate() {
+            if n == 1 {
+                // Bounded: a test that holds the body releases it within seconds.
+                let opened =
+                    tokio::time::timeout(Duration::from_secs(30), gate.wait_for(|open| *open));
+                if !matches!(opened.await, Ok(Ok(_))) {
+                    return;
+                }
+            }
+            let written = match framing {
+                Framing::Chunked => {
+                    let mut chunk = format!("{:x}\r\n", part.len()).into_bytes();
+                    chunk.extend_from_slice(part);
+                    chunk.extend_from_slice(b"\r\n");
+                    stream.write_all(&chunk).await
+                }
+                Framing::CloseDelimited => stream.write_all(part).await,
+            };
+            if written.is_err() {
+                return;
+            }
+        }
+        match framing {
+            Framing::Chunked => {
+                if stream.write_all(b"0\r\n\r\n").await.is_err() {
+                    return;
+                }
+            }
+            Framing::CloseDelimited => {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        }
+    }
+}
+
+/// How long one request of the framing tests may take before the edge counts as stalled.
+const STALLED: Duration = Duration::from_secs(5);
+
+/// GET `path` on a connection of its own, with at most [`STALLED`] for the whole answer.
+async fn get_within(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, http::HeaderMap, Bytes) {
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(STALLED)
+        .build()
+        .expect("client");
+    let mut req = c.get(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} not answered within {STALLED:?}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let cs = headers
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = resp
+        .bytes()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: body not whole within {STALLED:?}: {e}"));
+    (status, cs, headers, body)
+}
+
+/// Checks a response to `Range: bytes=1000-1999` of `body`: the exact bytes with a 206, or
+/// the whole body with a 200 (a server may ignore a Range); never anything else.
+fn assert_range_answer(
+    what: &str,
+    status: u16,
+    headers: &http::HeaderMap,
+    got: &[u8],
+    body: &[u8],
+) {
+    match status {
+        206 => {
+            let range = headers.get("content-range").and_then(|v| v.to_str().ok());
+            let expected = format!("bytes 1000-1999/{}", body.len());
+            assert_eq!(range, Some(expected.as_str()), "{what}");
+            assert!(got == &body[1000..2000], "{what}: 206 with other bytes");
+        }
+        200 => assert!(
+            got == body,
+            "{what}: 200 with {} of {} bytes",
+            got.len(),
+            body.len()
+        ),
+        other => panic!("{what}: status {other}"),
+    }
+}
+
+/// Issue 12: an origin answering a cached route with a chunked or a close-delimited body (no
+/// Content-Length, so the fill ends without an `eof` write) deadlocked the edge's only worker
+/// thread in the memory tier. Per framing, with `threads: 1`: the fill's client gets the whole
+/// body while a range request that arrives mid-fill is answered correctly; a request on a new
+/// connection is a hit (one origin request); a probe on a third connection is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chunked_and_close_delimited_fills_do_not_stall_the_edge() {
+    let cases = [Framing::Chunked, Framing::CloseDelimited]
+        .map(|framing| tokio::spawn(framed_fill(framing)));
+    for case in cases {
+        case.await.expect("case");
+    }
+}
+
+async fn framed_fill(framing: Framing) {
+    let body: Bytes = (0..64_000u32)
+        .map(|i| (i % 249) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    // The origin holds all but the first part of its body until released.
+    let origin = FramedOrigin::start(framing, body.clone(), false).await;
+    let port = free_port();
+    let config = with_listener(
+        port,
+        &format!(
+            "server: {{ threads: 1, upgrade_sock: \"{{dir}}/upgrade.sock\", pid_file: \"{{dir}}/meridian.pid\" }}\ncache: {{ memory: 16MiB }}\nupstreams: {{ origin: {{ targets: [\"{}\"] }} }}\nroutes:\n  - name: edge\n    match: {{ path_prefix: / }}\n    upstream: origin\n    cache: {{}}\n",
+            origin.addr
+        ),
+    );
+    let _m = tokio::task::block_in_place(|| Meridian::start(&config));
+
+    // The fill: its head and first part arrive while the origin holds the rest.
+    let filler = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(STALLED)
+        .build()
+        .expect("client");
+    let mut fill = filler
+        .get(format!("http://127.0.0.1:{port}/obj"))
+        .send()
+        .await
+        .expect("the fill's head");
+    assert_eq!(fill.status(), 200, "{framing:?}");
+    let mut filled = fill
+        .chunk()
+        .await
+        .expect("first part")
+        .expect("a first part")
+        .to_vec();
+
+    // A range request on another connection finds the object being written: its head comes
+    // at once, while the origin still holds the body.
+    let ranged = tokio::spawn(async move {
+        let c = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(STALLED)
+            .build()
+            .expect("client");
+        c.get(format!("http://127.0.0.1:{port}/obj"))
+            .header("range", "bytes=1000-1999")
+            .send()
+            .await
+    });
+    let ranged = tokio::time::timeout(STALLED, ranged)
+        .await
+        .unwrap_or_else(|_| panic!("{framing:?}: a range request during the fill got no head"))
+        .expect("task")
+        .expect("the range request's head");
+    origin.release.send_replace(true);
+    while let Some(part) = fill.chunk().await.unwrap_or_else(|e| {
+        panic!("{framing:?}: the rest of the fill did not come within {STALLED:?}: {e}")
+    }) {
+        filled.extend_from_slice(&part);
+    }
+    assert!(
+        filled == body,
+        "{framing:?}: the fill's client got {} of {} bytes",
+        filled.len(),
+        body.len()
+    );
+    let (status, headers) = (ranged.status().as_u16(), ranged.headers().clone());
+    let got = ranged.bytes().await.expect("the range request's body");
+    assert_range_answer(
+        &format!("{framing:?} range during the fill"),
+        status,
+        &headers,
+        &got,
+        &body,
+    );
+
+    // A new connection: a hit, and the origin saw one request for the object.
+    let (status, cs, _, got) = get_within(port, "/obj", &[]).await;
+    assert_eq!(status, 200, "{framing:?}: {cs}");
+    assert!(cs.contains("; hit"), "{framing:?}: {cs}");
+    assert!(
+        got == body,
+        "{framing:?}: a hit with {} of {} bytes",
+        got.len(),
+        body.len()
+    );
+    let (status, _, headers, got) = get_within(port, "/obj", &[("range", "bytes=1000-1999")]).await;
+    assert_range_answer(
+        &format!("{framing:?} range on the hit"),
+        status,
+        &headers,
+        &got,
+        &body,
+    );
+    assert_eq!(origin.hits("/obj"), 1, "{framing:?}");
+
+    // A probe on a third connection is answered promptly.
+    let started = std::time::Instant::now();
+    let (status, _, _, got) = get_within(port, "/probe", &[]).await;
+    assert_eq!((status, got.as_ref()), (200, &b"ok\n"[..]), "{framing:?}");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "{framing:?}: the probe took {took:?}"
+    );
 }

@@ -199,10 +199,28 @@ impl MemoryTier {
         self.insert(Arc::new(MemObject::new(key, meta, decoded, body)), false)
     }
 
+    /// Offers the finished fill `temp` of `key`, whose body is `body`, to the tier, unless it
+    /// was purged while it was written. Returns whether it was admitted.
+    ///
+    /// The purge flag is read under the admission lock, which [`MemoryTier::purge`] takes
+    /// after setting it: a purge is either seen here or removes what this admits. (Read
+    /// before the lock, a purge could land in between and the fill be stored after it.)
+    pub fn admit_fill(&self, key: ObjectKey, temp: &TempObject, body: Bytes) -> bool {
+        let object = MemObject::new(key, temp.meta.clone(), temp.decoded.clone(), body);
+        let object = Arc::new(object);
+        let _guard = self.admission.lock();
+        !temp.purged() && self.insert_locked(object, false)
+    }
+
     /// Replaces any object of the same key with `object` (if admitted). `force` skips the
     /// TinyLFU comparison (for a meta update of an object already held).
     fn insert(&self, object: Arc<MemObject>, force: bool) -> bool {
         let _guard = self.admission.lock();
+        self.insert_locked(object, force)
+    }
+
+    /// [`MemoryTier::insert`], the admission lock held by the caller.
+    fn insert_locked(&self, object: Arc<MemObject>, force: bool) -> bool {
         // The new version supersedes the old one, admitted or not.
         self.remove_locked(&object.key);
         let size = object.size();
@@ -274,7 +292,11 @@ impl MemoryTier {
     }
 
     /// Replaces the meta of the complete object `key` with `update` applied to it; returns
-    /// whether `key` was held.
+    /// whether `key` was held (and still was when the new meta was ready).
+    ///
+    /// `update` runs without a lock. The new object replaces the old one only if the old one
+    /// is still held, checked under the admission lock: a purge or a new version that came in
+    /// meanwhile wins (as the disk tier's rewrite does, by the file's identity).
     pub fn update_meta<F>(&self, key: &ObjectKey, update: F) -> Result<bool>
     where
         F: FnOnce(&MetaBytes) -> Result<MetaBytes>,
@@ -284,13 +306,19 @@ impl MemoryTier {
         };
         let meta = update(&old.meta)?;
         let decoded = DecodedMeta::of(&CacheMeta::deserialize(&meta.0, &meta.1)?);
-        let object = MemObject::new(*key, meta, decoded, old.body.clone());
-        Ok(self.insert(Arc::new(object), true))
+        let object = Arc::new(MemObject::new(*key, meta, decoded, old.body.clone()));
+        let _guard = self.admission.lock();
+        let still_held = self
+            .cache
+            .get(key)
+            .is_some_and(|now| Arc::ptr_eq(&now, &old));
+        Ok(still_held && self.insert_locked(object, true))
     }
 }
 
 impl TempObject {
-    /// Appends a chunk (empty chunks are skipped) and publishes the progress.
+    /// Appends a chunk (empty chunks are skipped) and publishes the progress. One writer (the
+    /// fill) appends, completes and aborts, so the count cannot change between the two locks.
     pub fn append(&self, data: Bytes, eof: bool) -> Result<()> {
         let mut chunks = self.chunks.write();
         let state = *self.state.borrow();
@@ -301,6 +329,9 @@ impl TempObject {
             chunks.push(data);
         }
         let n = chunks.len();
+        // The chunk is in before its count is published, and the lock is free by then: the
+        // readers the count wakes (on other threads too) do not queue for it.
+        drop(chunks);
         self.state.send_replace(if eof {
             WriteState::Done(n)
         } else {
@@ -356,11 +387,6 @@ impl TempObject {
     /// The serialized meta.
     pub fn meta(&self) -> &MetaBytes {
         &self.meta
-    }
-
-    /// [`TempObject::meta`], decoded.
-    pub fn decoded(&self) -> &DecodedMeta {
-        &self.decoded
     }
 }
 
@@ -500,5 +526,69 @@ impl HandleHit for PartialHit {
 
     fn as_any_mut(&mut self) -> &mut (dyn std::any::Any + Send + Sync) {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use pingora_http::ResponseHeader;
+
+    use super::*;
+
+    fn meta() -> CacheMeta {
+        let header = ResponseHeader::build(200, None).expect("header");
+        let now = SystemTime::now();
+        CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header)
+    }
+
+    fn admitted(tier: &MemoryTier, key: ObjectKey) {
+        let meta = meta();
+        let bytes = meta.serialize().expect("meta");
+        let body = Bytes::from_static(b"body");
+        assert!(tier.admit(key, bytes, DecodedMeta::of(&meta), body));
+    }
+
+    /// A purge that lands while a meta update (a revalidation, a soft purge) of the same object
+    /// is being computed wins: the update must not put the purged object back.
+    #[test]
+    fn a_purge_during_a_meta_update_is_not_undone() {
+        let tier = MemoryTier::new(1 << 20, 1 << 20, Arc::default());
+        let key = [7; 16];
+        admitted(&tier, key);
+        let updated = tier
+            .update_meta(&key, |old| {
+                assert!(tier.purge(&key), "the object was there");
+                Ok(old.clone())
+            })
+            .expect("update");
+        assert!(!updated, "the object it updated is gone");
+        assert!(
+            tier.lookup(&key).expect("lookup").is_none(),
+            "purged, then put back"
+        );
+        assert_eq!(tier.stats.memory_objects.load(Ordering::Relaxed), 0);
+    }
+
+    /// A new version admitted while an update of the old one was being computed is kept.
+    #[test]
+    fn a_new_version_during_a_meta_update_is_kept() {
+        let tier = MemoryTier::new(1 << 20, 1 << 20, Arc::default());
+        let key = [8; 16];
+        admitted(&tier, key);
+        let fresh = Bytes::from_static(b"new version");
+        let updated = tier
+            .update_meta(&key, |old| {
+                let meta = meta();
+                let bytes = meta.serialize().expect("meta");
+                assert!(tier.admit(key, bytes, DecodedMeta::of(&meta), fresh.clone()));
+                Ok(old.clone())
+            })
+            .expect("update");
+        assert!(!updated);
+        let (_, mut hit) = tier.lookup(&key).expect("lookup").expect("held");
+        let body = futures::executor::block_on(hit.read_body()).expect("read");
+        assert_eq!(body, Some(fresh));
     }
 }

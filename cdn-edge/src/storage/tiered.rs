@@ -340,14 +340,7 @@ impl HandleMiss for TieredMiss {
                     disk.purge(self.key).await?;
                 }
             }
-            if !self.temp.purged() {
-                storage.memory.admit(
-                    self.key,
-                    self.temp.meta().clone(),
-                    self.temp.decoded().clone(),
-                    body,
-                );
-            }
+            storage.memory.admit_fill(self.key, &self.temp, body);
         }
         storage.memory.end_write(&self.key, self.id.into());
         Ok(MissFinishType::Created(size))

@@ -490,10 +490,8 @@ mod tests {
                 entered.send(()).expect("test is waiting");
             }
             let (lock, cvar) = &*self.released;
-            let mut released = lock.lock().expect("lock");
-            while !*released {
-                released = cvar.wait(released).expect("wait");
-            }
+            let released = cvar.wait_while(lock.lock().expect("lock"), |released| !*released);
+            drop(released.expect("wait"));
             self.written.lock().expect("lock").extend_from_slice(buf);
             Ok(buf.len())
         }
@@ -532,7 +530,7 @@ mod tests {
         cvar.notify_all();
         drop(logger);
 
-        let written = written.lock().expect("lock");
+        let written = std::mem::take(&mut *written.lock().expect("lock"));
         let ids: Vec<String> = std::str::from_utf8(&written)
             .expect("utf-8")
             .lines()

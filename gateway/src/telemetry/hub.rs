@@ -47,6 +47,7 @@ impl Telemetry {
         let logger = AccessLogger::new(&cfg.access_log)?;
         self.access_log.store(logger.map(Arc::new));
         *dest = cfg.access_log.clone();
+        drop(dest);
         Ok(())
     }
 

@@ -180,15 +180,24 @@ impl Store {
             let mut conn = conn
                 .lock()
                 .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
-            let tx = conn.transaction()?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            after(&value);
-            Ok(value)
+            commit_then(&mut conn, f, after)
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))?
     }
+}
+
+/// Runs `f` in a transaction on `conn`, commits, then runs `after` with the result.
+fn commit_then<T, F, A>(conn: &mut Connection, f: F, after: A) -> StoreResult<T>
+where
+    F: FnOnce(&Transaction<'_>) -> StoreResult<T>,
+    A: FnOnce(&T),
+{
+    let tx = conn.transaction()?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    after(&value);
+    Ok(value)
 }
 
 /// Appends `events` to `stream_id`, which must be at `expected_version` (0 for a new stream),

@@ -106,6 +106,7 @@ impl Clicks {
         let stored = read();
         let pending = flushing.get(code).copied().unwrap_or(0)
             + lock(self.shard(code)).get(code).copied().unwrap_or(0);
+        drop(flushing);
         (stored, pending)
     }
 
@@ -142,6 +143,7 @@ impl Clicks {
         if flushing.capacity() > KEEP_CAPACITY {
             flushing.shrink_to(KEEP_CAPACITY);
         }
+        drop(flushing);
         self.codes.fetch_sub(codes, Ordering::AcqRel);
         self.pending.fetch_sub(clicks, Ordering::AcqRel);
         self.metrics
@@ -201,6 +203,7 @@ mod tests {
             for (code, n) in batch {
                 *clicks.entry(code.clone()).or_default() += n;
             }
+            drop(clicks);
             Ok(())
         }
     }

@@ -91,8 +91,7 @@ impl SqliteStore {
 
 impl UrlStore for SqliteStore {
     fn create(&self, link: &Link) -> Result<(), CreateError> {
-        let conn = lock(&self.writer);
-        let inserted = conn.execute(
+        let inserted = lock(&self.writer).execute(
             "INSERT INTO links (code, url, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
             params![link.code, link.url, link.created_at, link.expires_at],
         );
@@ -108,44 +107,52 @@ impl UrlStore for SqliteStore {
     }
 
     fn get(&self, code: &str) -> Result<Option<StoredLink>, StoreError> {
-        let conn = self.reader();
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT code, url, created_at, expires_at, clicks FROM links WHERE code = ?1",
-            )
-            .map_err(err)?;
-        stmt.query_row([code], |row| {
-            let clicks: i64 = row.get(4)?;
-            Ok(StoredLink {
-                link: Link {
-                    code: row.get(0)?,
-                    url: row.get(1)?,
-                    created_at: row.get(2)?,
-                    expires_at: row.get(3)?,
-                },
-                // The schema's CHECK keeps clicks non-negative.
-                clicks: u64::try_from(clicks).unwrap_or(0),
-            })
-        })
-        .optional()
-        .map_err(err)
+        get_link(&self.reader(), code)
     }
 
     fn add_clicks(&self, batch: &HashMap<String, u64>) -> Result<(), StoreError> {
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare_cached("UPDATE links SET clicks = clicks + ?2 WHERE code = ?1")
-                .map_err(err)?;
-            for (code, n) in batch {
-                let n = i64::try_from(*n)
-                    .map_err(|_| StoreError(format!("click count {n} is out of range")))?;
-                stmt.execute(params![code, n]).map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
+        add_clicks(&mut lock(&self.writer), batch)
     }
+}
+
+/// The link `code` as `conn` reads it.
+fn get_link(conn: &Connection, code: &str) -> Result<Option<StoredLink>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT code, url, created_at, expires_at, clicks FROM links WHERE code = ?1",
+        )
+        .map_err(err)?;
+    stmt.query_row([code], |row| {
+        let clicks: i64 = row.get(4)?;
+        Ok(StoredLink {
+            link: Link {
+                code: row.get(0)?,
+                url: row.get(1)?,
+                created_at: row.get(2)?,
+                expires_at: row.get(3)?,
+            },
+            // The schema's CHECK keeps clicks non-negative.
+            clicks: u64::try_from(clicks).unwrap_or(0),
+        })
+    })
+    .optional()
+    .map_err(err)
+}
+
+/// Adds `batch`'s clicks to their links in one transaction on `conn`.
+fn add_clicks(conn: &mut Connection, batch: &HashMap<String, u64>) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(err)?;
+    {
+        let mut stmt = tx
+            .prepare_cached("UPDATE links SET clicks = clicks + ?2 WHERE code = ?1")
+            .map_err(err)?;
+        for (code, n) in batch {
+            let n = i64::try_from(*n)
+                .map_err(|_| StoreError(format!("click count {n} is out of range")))?;
+            stmt.execute(params![code, n]).map_err(err)?;
+        }
+    }
+    tx.commit().map_err(err)
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {

@@ -103,6 +103,12 @@ impl Jwks {
     /// Fetches the set unless another caller replaced `seen` meanwhile or the last attempt
     /// was less than `min_refresh` ago. Without `wait`, returns `seen` at once when another
     /// caller is fetching. Returns the keys to use.
+    ///
+    /// The `last_attempt` guard is held across the fetch on purpose: it is the single flight.
+    /// A caller that waits for it finds the new set when it gets the lock (or an attempt too
+    /// recent to repeat); released earlier, it would find neither and answer with the old
+    /// keys. It is tokio's mutex (no thread blocks) and the client's timeout bounds the fetch.
+    #[allow(clippy::significant_drop_tightening)]
     async fn refresh(&self, seen: &Arc<KeySet>, wait: bool) -> Arc<KeySet> {
         let mut last = if wait {
             self.last_attempt.lock().await

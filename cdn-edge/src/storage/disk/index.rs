@@ -2,7 +2,9 @@
 //! scanning the object files.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
+use crate::storage::stats::StorageStats;
 use crate::storage::ObjectKey;
 
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +37,14 @@ impl Index {
     /// Whether `key` is indexed.
     pub fn contains(&self, key: &ObjectKey) -> bool {
         self.entries.contains_key(key)
+    }
+
+    /// Copies the totals into the tier's counters (which the metrics read without this lock).
+    pub fn publish(&self, stats: &StorageStats) {
+        stats.disk_bytes.store(self.bytes, Ordering::Relaxed);
+        stats
+            .disk_objects
+            .store(self.len() as u64, Ordering::Relaxed);
     }
 
     /// Marks `key` as the most recently used.

@@ -203,15 +203,6 @@ impl Inner {
         self.tmp.join(format!("{}.{n}.tmp", hex(key)))
     }
 
-    fn publish(&self, index: &Index) {
-        self.stats
-            .disk_bytes
-            .store(index.bytes(), Ordering::Relaxed);
-        self.stats
-            .disk_objects
-            .store(index.len() as u64, Ordering::Relaxed);
-    }
-
     /// Rebuilds the index from the object files, oldest first, then trims it to the bound.
     /// Returns (primary key, object key) of the secondary `Vary` variants kept.
     fn scan(&self) -> io::Result<Vec<(ObjectKey, ObjectKey)>> {
@@ -241,12 +232,13 @@ impl Inner {
             index.insert(f.key, f.size);
         }
         self.evict_to_fit(&mut index, 0);
-        self.publish(&index);
+        index.publish(&self.stats);
         let variants = found
             .iter()
             .filter_map(|f| Some((f.primary?, f.key)))
             .filter(|(primary, key)| primary != key && index.contains(key))
             .collect();
+        drop(index);
         Ok(variants)
     }
 
@@ -285,7 +277,7 @@ impl Inner {
         let mut index = self.index.lock();
         index.remove(key);
         self.drop_corrupt(&self.path(key), why);
-        self.publish(&index);
+        index.publish(&self.stats);
     }
 
     fn read(&self, key: ObjectKey, keep_limit: usize) -> Result<Option<DiskLookup>> {
@@ -294,7 +286,8 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let mut index = self.index.lock();
                 index.remove(&key);
-                self.publish(&index);
+                index.publish(&self.stats);
+                drop(index);
                 return Ok(None);
             }
             Err(e) => return Err(internal_error("disk cache open failed", e)),
@@ -365,7 +358,8 @@ impl Inner {
         self.evict_to_fit(&mut index, size);
         fs::rename(tmp, &path)?;
         index.insert(key, size);
-        self.publish(&index);
+        index.publish(&self.stats);
+        drop(index);
         Ok(true)
     }
 
@@ -379,7 +373,7 @@ impl Inner {
                 }
             }
         }
-        self.publish(&index);
+        index.publish(&self.stats);
         found
     }
 

@@ -23,7 +23,8 @@ impl SmoothWeighted {
         }
     }
 
-    /// The next pick among the usable endpoints.
+    /// The next pick among the usable endpoints. `usable` runs under the lock: it must only
+    /// read (the pool's liveness rule reads atomics), never pick again or take a lock.
     pub(crate) fn pick<F: Fn(usize) -> bool>(
         &self,
         endpoints: &[Endpoint],
@@ -45,6 +46,7 @@ impl SmoothWeighted {
         }
         let (chosen, _) = best?;
         current[chosen] -= total;
+        drop(current);
         Some(chosen)
     }
 }
