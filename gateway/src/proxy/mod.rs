@@ -437,9 +437,9 @@ impl ProxyHttp for MeridianProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
-        attempt::proxy_failed(peer, session, ctx, e)
+        attempt::proxy_failed(peer, session, ctx, e, client_reused)
     }
 
     async fn upstream_request_filter(
