@@ -29,6 +29,7 @@ struct Seen {
     hits: Mutex<HashMap<String, usize>>,
     hosts: Mutex<Vec<String>>,
     markers: Mutex<Vec<String>>,
+    encodings: Mutex<Vec<String>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -74,6 +75,7 @@ async fn answer(req: Request<Incoming>, seen: &Seen, gate: &Semaphore) -> Respon
     };
     seen.hosts.lock().push(header("host"));
     seen.markers.lock().push(header(PREFETCH_HEADER));
+    seen.encodings.lock().push(header("accept-encoding"));
     drop(gate.acquire().await.unwrap());
     seen.in_flight.fetch_sub(1, Ordering::SeqCst);
     let status = if path.starts_with("/missing") {
@@ -112,6 +114,33 @@ async fn with_timeout(f: impl Future<Output = ()>) {
     tokio::time::timeout(Duration::from_secs(20), f)
         .await
         .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_is_fetched_with_its_headers_once_per_variant() {
+    with_timeout(async {
+        let (addr, seen) = origin(Arc::new(Semaphore::new(1 << 20))).await;
+        let prefetcher = Prefetcher::start(config(addr, 64, 4)).unwrap();
+        let u = url("http://edge.test:8080/live/0.ts");
+        let ae = |v: &'static str| {
+            vec![(
+                reqwest::header::ACCEPT_ENCODING,
+                reqwest::header::HeaderValue::from_static(v),
+            )]
+        };
+        assert_eq!(prefetcher.enqueue_variant(&u, ae("gzip")), Enqueued::Queued);
+        assert_eq!(prefetcher.enqueue_variant(&u, ae("br")), Enqueued::Queued);
+        assert_eq!(
+            prefetcher.enqueue_variant(&u, ae("gzip")),
+            Enqueued::Duplicate
+        );
+        let stats = Arc::clone(prefetcher.stats());
+        wait_until("2 prefetches done", || stats.snapshot().fetched == 2).await;
+        let mut encodings = seen.encodings.lock().clone();
+        encodings.sort();
+        assert_eq!(encodings, ["br", "gzip"]);
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

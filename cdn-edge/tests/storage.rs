@@ -121,6 +121,8 @@ async fn a_memory_hit_returns_the_stored_meta_exactly() {
     header.append_header("X-Multi", "one").unwrap();
     header.append_header("x-multi", "two").unwrap();
     header.append_header("ETag", "\"v1\"").unwrap();
+    // With its length: a fill without one is stored with one added.
+    header.append_header("Content-Length", "4").unwrap();
     let created = SystemTime::now() - Duration::from_secs(30);
     let mut stored = CacheMeta::new(created + Duration::from_secs(90), created, 7, 11, header);
     stored.set_variance([9u8; 16]);

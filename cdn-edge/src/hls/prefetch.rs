@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use reqwest::header::HOST;
+use reqwest::header::{HeaderName, HeaderValue, HOST};
 use tokio::sync::{mpsc, Semaphore};
 use url::Url;
 
@@ -133,7 +133,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 /// each URL fetched once per dedup window. Dropping it stops taking work; requests already
 /// started finish.
 pub struct Prefetcher {
-    queue: mpsc::Sender<Url>,
+    queue: mpsc::Sender<Job>,
     recent: Arc<RecentUrls>,
     stats: Arc<PrefetchStats>,
 }
@@ -171,18 +171,30 @@ impl Prefetcher {
     /// Queues `url` unless it was seen within the dedup window or the queue is full. Never
     /// blocks.
     pub fn enqueue(&self, url: &Url) -> Enqueued {
-        let key = url.as_str();
-        if !self.recent.claim(key) {
+        self.enqueue_variant(url, Vec::new())
+    }
+
+    /// Queues `url`, to be fetched with `headers` (the values of the headers a route varies
+    /// on, taken from the player's request, so the variant warmed is the one players ask
+    /// for), unless the same URL and headers were seen within the dedup window or the queue
+    /// is full. Never blocks.
+    pub fn enqueue_variant(&self, url: &Url, headers: Vec<(HeaderName, HeaderValue)>) -> Enqueued {
+        let key = dedup_key(url, &headers);
+        if !self.recent.claim(&key) {
             bump(&self.stats.deduplicated, 1);
             return Enqueued::Duplicate;
         }
-        match self.queue.try_send(url.clone()) {
+        let job = Job {
+            url: url.clone(),
+            headers,
+        };
+        match self.queue.try_send(job) {
             Ok(()) => {
                 bump(&self.stats.enqueued, 1);
                 Enqueued::Queued
             }
             Err(_) => {
-                self.recent.release(key);
+                self.recent.release(&key);
                 bump(&self.stats.dropped, 1);
                 Enqueued::QueueFull
             }
@@ -195,6 +207,24 @@ impl Prefetcher {
     }
 }
 
+/// The dedup key of a prefetch: its URL, then each header as `name: value` on a line.
+fn dedup_key(url: &Url, headers: &[(HeaderName, HeaderValue)]) -> String {
+    let mut key = url.as_str().to_owned();
+    for (name, value) in headers {
+        key.push('\n');
+        key.push_str(name.as_str());
+        key.push(':');
+        key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+    }
+    key
+}
+
+/// One queued prefetch.
+struct Job {
+    url: Url,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
 struct Worker {
     client: reqwest::Client,
     base: Url,
@@ -203,15 +233,15 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut jobs: mpsc::Receiver<Url>) {
+    async fn run(self, mut jobs: mpsc::Receiver<Job>) {
         let worker = Arc::new(self);
-        while let Some(url) = jobs.recv().await {
+        while let Some(job) = jobs.recv().await {
             let Ok(slot) = Arc::clone(&worker.slots).acquire_owned().await else {
                 return;
             };
             let worker = Arc::clone(&worker);
             tokio::spawn(async move {
-                let ok = worker.fetch(&url).await;
+                let ok = worker.fetch(&job).await;
                 bump(
                     if ok {
                         &worker.stats.fetched
@@ -227,7 +257,8 @@ impl Worker {
 
     /// Fetches `url` through the base and reads the body to the end (so the cache stores
     /// all of it); true on a 2xx or 304.
-    async fn fetch(&self, url: &Url) -> bool {
+    async fn fetch(&self, job: &Job) -> bool {
+        let url = &job.url;
         let mut target = self.base.clone();
         target.set_path(url.path());
         target.set_query(url.query());
@@ -236,11 +267,11 @@ impl Worker {
             (Some(h), None) => h.to_owned(),
             (None, _) => return false,
         };
-        let request = self
-            .client
-            .get(target)
-            .header(HOST, host)
-            .header(PREFETCH_HEADER, "1");
+        let mut request = self.client.get(target);
+        for (name, value) in &job.headers {
+            request = request.header(name, value);
+        }
+        let request = request.header(HOST, host).header(PREFETCH_HEADER, "1");
         let Ok(mut response) = request.send().await else {
             return false;
         };

@@ -199,14 +199,21 @@ impl MemoryTier {
         self.insert(Arc::new(MemObject::new(key, meta, decoded, body)), false)
     }
 
-    /// Offers the finished fill `temp` of `key`, whose body is `body`, to the tier, unless it
-    /// was purged while it was written. Returns whether it was admitted.
+    /// Offers the finished fill `temp` of `key`, stored as `meta` (the fill's, or the fill's
+    /// completed with its length) and `body`, to the tier, unless it was purged while it was
+    /// written. Returns whether it was admitted.
     ///
     /// The purge flag is read under the admission lock, which [`MemoryTier::purge`] takes
     /// after setting it: a purge is either seen here or removes what this admits. (Read
     /// before the lock, a purge could land in between and the fill be stored after it.)
-    pub fn admit_fill(&self, key: ObjectKey, temp: &TempObject, body: Bytes) -> bool {
-        let object = MemObject::new(key, temp.meta.clone(), temp.decoded.clone(), body);
+    pub fn admit_fill(
+        &self,
+        key: ObjectKey,
+        temp: &TempObject,
+        meta: (MetaBytes, DecodedMeta),
+        body: Bytes,
+    ) -> bool {
+        let object = MemObject::new(key, meta.0, meta.1, body);
         let object = Arc::new(object);
         let _guard = self.admission.lock();
         !temp.purged() && self.insert_locked(object, false)
@@ -387,6 +394,11 @@ impl TempObject {
     /// The serialized meta.
     pub fn meta(&self) -> &MetaBytes {
         &self.meta
+    }
+
+    /// [`TempObject::meta`], decoded.
+    pub fn decoded(&self) -> &DecodedMeta {
+        &self.decoded
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use log::warn;
 use pingora_cache::eviction::CacheEntryKey;
 use pingora_cache::key::{CacheHashKey, CompactCacheKey};
@@ -319,18 +320,17 @@ impl HandleMiss for TieredMiss {
         let body = self.temp.complete()?;
         self.finished = true;
         let storage = self.storage;
-        let size = body.len() + self.temp.meta().0.len() + self.temp.meta().1.len();
+        let (meta, decoded) = match with_length(&self.temp, body.len())? {
+            Some((meta, decoded)) => (meta, decoded),
+            None => (self.temp.meta().clone(), self.temp.decoded().clone()),
+        };
+        let size = body.len() + meta.0.len() + meta.1.len();
         if !self.temp.purged() {
             // Disk first, then memory, then retire the in-flight object: a lookup finds the
             // object somewhere at every step.
             if let Some(disk) = &storage.disk {
                 if let Err(e) = disk
-                    .store(
-                        self.key,
-                        self.primary,
-                        self.temp.meta().clone(),
-                        body.clone(),
-                    )
+                    .store(self.key, self.primary, meta.clone(), body.clone())
                     .await
                 {
                     warn!("cache object not stored on disk: {e}");
@@ -340,7 +340,9 @@ impl HandleMiss for TieredMiss {
                     disk.purge(self.key).await?;
                 }
             }
-            storage.memory.admit_fill(self.key, &self.temp, body);
+            storage
+                .memory
+                .admit_fill(self.key, &self.temp, (meta, decoded), body);
         }
         storage.memory.end_write(&self.key, self.id.into());
         Ok(MissFinishType::Created(size))
@@ -351,11 +353,102 @@ impl HandleMiss for TieredMiss {
     }
 }
 
+/// The meta to store for a fill whose response head had no `Content-Length` (chunked or
+/// close-delimited): the same meta with `Content-Length: len`, now that the body is complete.
+/// A hit then carries its length, so a range can be cut from it (pingora's range filter, like
+/// nginx's, needs one) and the client is not sent a stored object chunked. `None` when the head
+/// has a length already, or its status has no body (1xx, 204, 304).
+fn with_length(temp: &TempObject, len: usize) -> Result<Option<(MetaBytes, DecodedMeta)>> {
+    let header = temp.decoded().header();
+    if header.headers.contains_key(CONTENT_LENGTH)
+        || matches!(header.status.as_u16(), 100..=199 | 204 | 304)
+    {
+        return Ok(None);
+    }
+    let meta = temp.meta();
+    let mut cache_meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+    let header = cache_meta.response_header_mut();
+    header.remove_header(&TRANSFER_ENCODING);
+    header.insert_header(CONTENT_LENGTH, len.to_string())?;
+    let decoded = DecodedMeta::of(&cache_meta);
+    Ok(Some((cache_meta.serialize()?, decoded)))
+}
+
 impl Drop for TieredMiss {
     fn drop(&mut self) {
         if !self.finished {
             self.temp.abort();
             self.storage.memory.end_write(&self.key, self.id.into());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pingora_cache::trace::Span;
+    use pingora_http::ResponseHeader;
+
+    use super::*;
+
+    async fn fill_and_get(status: u16, length: Option<&str>, chunks: &[&[u8]]) -> CacheMeta {
+        let storage = TieredStorage::new(StorageConfig {
+            memory_bytes: 1 << 20,
+            memory_max_object: 1 << 20,
+            disk: None,
+        })
+        .expect("storage")
+        .leak();
+        let key = CacheKey::new("tiered/length", "");
+        let mut header = ResponseHeader::build(status, None).expect("header");
+        header.append_header("x-tag", "t").expect("header");
+        if let Some(length) = length {
+            header
+                .append_header("Content-Length", length)
+                .expect("header");
+        }
+        let now = SystemTime::now();
+        let meta = CacheMeta::new(now + Duration::from_secs(60), now, 0, 0, header);
+        let span = Span::inactive().handle();
+        let mut miss = storage
+            .get_miss_handler(&key, &meta, &span)
+            .await
+            .expect("miss");
+        // As a chunked or close-delimited body arrives: no eof write, the end is `finish`.
+        for chunk in chunks {
+            miss.write_body(Bytes::copy_from_slice(chunk), false)
+                .await
+                .expect("write");
+        }
+        miss.finish().await.expect("finish");
+        let (meta, _) = storage
+            .lookup(&key, &span)
+            .await
+            .expect("lookup")
+            .expect("stored");
+        meta
+    }
+
+    fn length(meta: &CacheMeta) -> Option<&str> {
+        meta.headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn a_fill_without_a_length_is_stored_with_the_length_of_its_body() {
+        let meta = fill_and_get(200, None, &[b"hello ", b"chunked ", b"world"]).await;
+        assert_eq!(length(&meta), Some("19"));
+        assert_eq!(
+            meta.headers().get("x-tag").map(|v| v.as_bytes()),
+            Some(&b"t"[..])
+        );
+        // A length the origin sent is kept as it is.
+        let meta = fill_and_get(200, Some("5"), &[b"hello"]).await;
+        assert_eq!(length(&meta), Some("5"));
+        // A 204 has no body and gets no length (RFC 9110 §8.6).
+        let meta = fill_and_get(204, None, &[]).await;
+        assert_eq!(length(&meta), None);
     }
 }

@@ -11,6 +11,10 @@
 //! - every retry needs a slot in the upstream's retry budget (≤ 20 % of active requests,
 //!   at least 3 by default), so retries cannot multiply an outage.
 //!
+//! A keep-alive connection from the pool that turns out stale (closed or reset by the upstream
+//! before any response, or holding the unread tail of an earlier response) is not a failure
+//! of the target: the attempt is repeated at once on another connection ([`proxy_failed`]).
+//!
 //! Circuit breakers ([`admit`]): the route's breaker is asked once per request, the upstream's
 //! once per attempt; an open breaker answers 503 `circuit open` or its fallback.
 
@@ -25,7 +29,7 @@ use plugins::LocalResponse;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
 use pingora::proxy::Session;
-use pingora::{Error, ErrorSource, ErrorType};
+use pingora::{Error, ErrorSource, ErrorType, RetryType};
 
 use super::ctx::RequestCtx;
 use super::tier::{self, NextHop};
@@ -49,6 +53,9 @@ pub async fn next_peer(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> pingora::Result<Box<HttpPeer>> {
+    if let Some(addr) = ctx.repeat.take() {
+        return repeat_peer(ctx, addr);
+    }
     tier::begin(session, ctx);
     match tier::next_hop(ctx) {
         Some(NextHop::Shield(addr)) => return shield_peer(ctx, addr),
@@ -128,6 +135,23 @@ fn shield_peer(ctx: &mut RequestCtx, addr: SocketAddr) -> pingora::Result<Box<Ht
     ctx.reported = ctx.target.is_none();
     ctx.attempt_start = Some(Instant::now());
     ctx.attempts += 1;
+    Ok(Box::new(peer_for(&upstream, addr, left)))
+}
+
+/// The peer of an attempt repeated on the same target (origin or shield) because the pooled
+/// connection it used was stale: no backoff, no new target, not counted as an attempt.
+fn repeat_peer(ctx: &mut RequestCtx, addr: SocketAddr) -> pingora::Result<Box<HttpPeer>> {
+    let Some(upstream) = ctx.upstream.clone() else {
+        ctx.reason = Some("no upstream for route");
+        return Err(status_error(503, "no upstream for route"));
+    };
+    let left = (ctx.start + upstream.pool.config().timeouts.total)
+        .saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        ctx.reason = Some("upstream total timeout");
+        return Err(status_error(504, "upstream total timeout"));
+    }
+    ctx.attempt_start = Some(Instant::now());
     Ok(Box::new(peer_for(&upstream, addr, left)))
 }
 
@@ -277,18 +301,64 @@ pub fn connect_failed(
     e
 }
 
+/// Most times one request repeats an attempt whose pooled connection was stale.
+const MAX_STALE_REPEATS: u32 = 3;
+
+/// Whether `e`, on a connection taken from the pool, says the connection was stale rather than
+/// that the upstream failed this request: it was closed or reset before any response (pingora
+/// marks those `ReusedOnly`), or what came first was not a response head (the unread tail of
+/// the previous response on it: bytes after a 204, a 304, a HEAD response, or past a
+/// `Content-Length`).
+fn stale_connection(e: &Error, reused: bool) -> bool {
+    reused
+        && e.esource() == &ErrorSource::Upstream
+        && (e.retry == RetryType::ReusedOnly || e.etype() == &ErrorType::InvalidHTTPHeader)
+}
+
+/// Whether the attempt may be repeated on a fresh connection: the request can be sent again
+/// (idempotent, or the route allows it, and its body is still buffered), nothing went to the
+/// client yet, and time is left. Neither a retry of the policy nor a failure of the target:
+/// no retry budget, no backoff, nothing reported to the pool (as nginx, which does not count
+/// a failed cached connection as a try).
+fn may_repeat(session: &Session, ctx: &RequestCtx) -> bool {
+    let Some(up) = upstream_config(ctx) else {
+        return false;
+    };
+    let route_allows = ctx
+        .route
+        .and_then(|i| ctx.plan.config.routes.get(i))
+        .is_some_and(|r| r.retry_non_idempotent);
+    ctx.stale_repeats < MAX_STALE_REPEATS
+        && (route_allows || is_idempotent(session.req_header().method.as_str()))
+        && !session.retry_buffer_truncated()
+        && session.response_written().is_none()
+        && Instant::now() < ctx.start + up.timeouts.total
+}
+
 /// Something failed after connecting (timeout, reset, or a retryable status we raised).
+/// `reused`: the connection came from the pool.
 pub fn proxy_failed(
     _peer: &HttpPeer,
     session: &mut Session,
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
+    reused: bool,
 ) -> Box<Error> {
     if let ErrorType::HTTPStatus(_) = e.etype() {
         if e.esource() == &ErrorSource::Upstream && e.retry() {
             // Raised by `response_received`, which already decided the retry.
             return e;
         }
+    }
+    if stale_connection(&e, reused) && may_repeat(session, ctx) {
+        ctx.stale_repeats += 1;
+        ctx.repeat = ctx.tried.last().copied();
+        log::debug!(
+            "request {}: pooled upstream connection was stale ({e}); sent again",
+            ctx.request_id
+        );
+        e.set_retry(ctx.repeat.is_some());
+        return e;
     }
     let outcome = match e.etype() {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => Outcome::Timeout,
@@ -538,5 +608,31 @@ pub fn error_status(e: &Error, ctx: &RequestCtx) -> (u16, &'static str) {
             },
             ErrorSource::Internal | ErrorSource::Unset => (500, "internal error"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream_error(etype: ErrorType, retry: RetryType) -> Box<Error> {
+        let mut e = Error::new(etype);
+        e.retry = retry;
+        e.into_up()
+    }
+
+    #[test]
+    fn only_errors_of_a_pooled_connection_before_a_response_are_stale() {
+        let closed = upstream_error(ErrorType::ConnectionClosed, RetryType::ReusedOnly);
+        let garbage = upstream_error(ErrorType::InvalidHTTPHeader, RetryType::Decided(false));
+        let timeout = upstream_error(ErrorType::ReadTimedout, RetryType::Decided(false));
+        assert!(stale_connection(&closed, true));
+        assert!(stale_connection(&garbage, true));
+        assert!(!stale_connection(&closed, false), "a fresh connection");
+        assert!(!stale_connection(&garbage, false), "a fresh connection");
+        assert!(!stale_connection(&timeout, true), "the upstream is slow");
+        let mut downstream = Error::new(ErrorType::InvalidHTTPHeader);
+        downstream.esource = ErrorSource::Downstream;
+        assert!(!stale_connection(&downstream, true), "the client's fault");
     }
 }

@@ -7,8 +7,9 @@
 //! * `request_cache_filter` ([`enable`]): GET and HEAD on a cached route enable pingora-cache
 //!   with the shared storage and lock (so concurrent misses for one key make one origin
 //!   request); headers that would change the response without being keyed are removed
-//!   ([`UNKEYED_HEADERS`]); other methods bypass the cache and, when unsafe, invalidate the
-//!   URL after a successful response (RFC 9111 §4.4).
+//!   ([`UNKEYED_HEADERS`]), and `Range` from a HEAD (ranges are defined for GET only); other
+//!   methods bypass the cache and, when unsafe, invalidate the URL after a successful
+//!   response (RFC 9111 §4.4).
 //! * `cache_key_callback` ([`key`]): scheme, host, path, normalised query.
 //! * `response_cache_filter` ([`cacheable`]): [`cdn_edge::policy::decide`], after refusing
 //!   responses that vary on headers the route does not allow.
@@ -223,6 +224,11 @@ pub fn enable(session: &mut Session, state: &mut CacheState, plan: Option<Arc<Ro
         .collect();
     for name in &unkeyed {
         req.remove_header(name);
+    }
+    if method == Method::HEAD {
+        // RFC 9110 §14.2: range handling is defined for GET only, and a server must ignore
+        // `Range` on other methods; pingora's range filter would answer a HEAD with 206.
+        req.remove_header(&http::header::RANGE);
     }
     let mut overrides = CacheOptionOverrides::default();
     overrides.wait_timeout = Some(timeout);

@@ -43,6 +43,11 @@ pub struct RequestCtx {
     pub attempt_start: Option<Instant>,
     /// Attempts made (1 after the first).
     pub attempts: u32,
+    /// The target of an attempt that failed on a stale pooled connection: the next attempt
+    /// goes to it again, at once ([`super::attempt::proxy_failed`]).
+    pub repeat: Option<SocketAddr>,
+    /// Attempts repeated because their pooled connection was stale.
+    pub stale_repeats: u32,
     /// Counts this request as active for the retry budget.
     pub active: Option<ActiveGuard>,
     /// Holds a retry-budget slot while a retry is in progress.
@@ -94,6 +99,8 @@ impl RequestCtx {
             inflight: None,
             attempt_start: None,
             attempts: 0,
+            repeat: None,
+            stale_repeats: 0,
             active: None,
             retry_slot: None,
             reported: true,

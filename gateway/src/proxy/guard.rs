@@ -1,4 +1,5 @@
-//! Request protection, checked before routing: size limits and request-smuggling shapes.
+//! Request protection, checked before routing: size limits and request-smuggling shapes; and
+//! the same header limits on what an upstream answers ([`check_response_head`]).
 //!
 //! pingora (httparse) already refuses most malformed request lines and headers with 400. What
 //! it lets through and a proxy must not forward is caught here:
@@ -131,6 +132,26 @@ fn check_framing(te: &[&[u8]], cl: &[&[u8]]) -> Result<Option<u64>, Refusal> {
     Ok(length)
 }
 
+/// Checks an upstream response's header count and size against the same limits as requests
+/// (`limits.max_header_count`, `limits.max_header_bytes`): a larger head is refused, so the
+/// client gets 502 and nothing is stored. pingora alone admits up to 1 MiB of response head;
+/// nginx (`proxy_buffer_size`), Varnish (`http_resp_hdr_len`) and Envoy (60 KiB, 100
+/// headers) refuse far less. Returns the reason on refusal.
+pub fn check_response_head(limits: &Limits, headers: &HeaderMap) -> Result<(), &'static str> {
+    if headers.len() > limits.max_header_count {
+        return Err("upstream sent too many header fields");
+    }
+    let mut bytes = 0;
+    for (name, value) in headers {
+        // `name: value` and CRLF, as on the wire.
+        bytes += name.as_str().len() + value.len() + 4;
+        if bytes > limits.max_header_bytes {
+            return Err("upstream response header too large");
+        }
+    }
+    Ok(())
+}
+
 fn parse_length(v: &[u8]) -> Result<u64, Refusal> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return Err(refuse(400, "invalid content-length"));
@@ -163,6 +184,22 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn response_heads_over_the_limits_are_refused() {
+        let l = limits();
+        assert_eq!(check_response_head(&l, &headers(&[("a", "b")])), Ok(()));
+        let many = headers(&[("a", "1"), ("b", "2"), ("c", "3"), ("d", "4"), ("e", "5")]);
+        assert_eq!(
+            check_response_head(&l, &many),
+            Err("upstream sent too many header fields")
+        );
+        let big: &'static str = "x".repeat(200).leak();
+        assert_eq!(
+            check_response_head(&l, &headers(&[("a", big)])),
+            Err("upstream response header too large")
+        );
     }
 
     #[test]

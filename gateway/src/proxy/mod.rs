@@ -7,8 +7,9 @@
 //! 3. `upstream_peer`: target selection ([`attempt`]), backoff before a retry, timeouts.
 //! 4. `upstream_request_filter`: rewrite, hop-by-hop stripping, forwarded headers, header
 //!    rules, `traceparent`, plugin upstream hooks.
-//! 5. `upstream_response_filter`: outcome reported to the pool; a retryable status turns into
-//!    a retry before anything is sent downstream.
+//! 5. `upstream_response_filter`: a head over the header limits is refused (502); outcome
+//!    reported to the pool; a retryable status turns into a retry before anything is sent
+//!    downstream.
 //! 6. `response_filter`: header rules, request id, plugin response hooks.
 //! 7. `logging`: metrics, access log, span end, plugin logging hooks.
 //!
@@ -437,9 +438,9 @@ impl ProxyHttp for MeridianProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
-        attempt::proxy_failed(peer, session, ctx, e)
+        attempt::proxy_failed(peer, session, ctx, e, client_reused)
     }
 
     async fn upstream_request_filter(
@@ -488,6 +489,11 @@ impl ProxyHttp for MeridianProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        let limits = &ctx.plan.config.limits;
+        if let Err(reason) = guard::check_response_head(limits, &upstream_response.headers) {
+            ctx.reason = Some(reason);
+            return Err(Error::explain(ErrorType::HTTPStatus(502), reason).into_up());
+        }
         attempt::response_received(session, upstream_response.status.as_u16(), ctx)?;
         forward::strip_response_hop_by_hop(upstream_response);
         // The HTTP version is per hop: the client talks to Meridian, which speaks HTTP/1.1

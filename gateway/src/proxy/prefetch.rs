@@ -113,7 +113,13 @@ pub fn after_response(session: &Session, route: &RouteCachePlan, filled: Option<
             warmer.index.plan_after_segment(&url, nor.as_deref(), n)
         }
     };
+    // The variant players ask for: the request's values of the headers the route varies on.
+    let variant: Vec<_> = route
+        .vary
+        .iter()
+        .filter_map(|name| Some((name.clone(), req.headers.get(name)?.clone())))
+        .collect();
     for next in &planned.urls {
-        warmer.prefetcher.enqueue(next);
+        warmer.prefetcher.enqueue_variant(next, variant.clone());
     }
 }
