@@ -193,7 +193,7 @@ def judge(exp: Expectation, outcome: str, status: int | None, got: bytes, range_
     a 200 with the whole body) is then the correct answer.
     """
     if outcome == "timeout":
-        return "no complete response within the client timeout (hung request)"
+        return "no complete response within the time allowed (a hung request)"
     if outcome == "malformed":
         return "the edge sent a malformed response"
     if exp.faulty:
