@@ -323,22 +323,78 @@ fn millis(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
+/// For tests: a sink that holds the writer thread (for tests of what waits on it), records.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::mpsc::Sender;
-    use std::sync::{Condvar, Mutex};
+pub(super) mod test_support {
+    use std::borrow::Cow;
+    use std::io::{self, BufWriter, Write};
+    use std::sync::mpsc::{self, Receiver, Sender};
+    use std::sync::{Arc, Condvar, Mutex, PoisonError};
+    use std::time::{Duration, SystemTime};
 
-    /// Waits up to 5 s for `ready`, polling every 5 ms.
-    fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !ready() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(5));
+    use prometheus::IntCounter;
+
+    use super::{protocol_name, AccessLogRecord, AccessLogger, Sink};
+
+    /// Opens the gate and reads what went through it.
+    #[derive(Clone)]
+    pub struct Control {
+        released: Arc<(Mutex<bool>, Condvar)>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Control {
+        /// Lets every write through, now and from now on.
+        pub fn release(&self) {
+            let (lock, cvar) = &*self.released;
+            *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            cvar.notify_all();
+        }
+
+        /// The bytes written so far.
+        pub fn written(&self) -> Vec<u8> {
+            self.written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
         }
     }
 
-    fn record(n: u32) -> AccessLogRecord {
+    /// A logger whose writer thread waits at its first write until the gate is released.
+    pub struct Gated {
+        /// The logger.
+        pub logger: AccessLogger,
+        /// Receives once the writer waits at the gate.
+        pub entered: Receiver<()>,
+        /// The gate.
+        pub gate: Control,
+    }
+
+    impl Gated {
+        /// A gated logger with a channel of `capacity` records.
+        pub fn start(capacity: usize, dropped: IntCounter) -> Gated {
+            let (entered_tx, entered) = mpsc::channel();
+            let gate = Control {
+                released: Arc::new((Mutex::new(false), Condvar::new())),
+                written: Arc::new(Mutex::new(Vec::new())),
+            };
+            let writer = Gate {
+                entered: Some(entered_tx),
+                control: gate.clone(),
+            };
+            // A one-byte buffer passes every write straight to the gate.
+            let sink = Sink::Other(BufWriter::with_capacity(1, Box::new(writer)));
+            let logger = AccessLogger::start(sink, capacity, dropped).expect("start");
+            Gated {
+                logger,
+                entered,
+                gate,
+            }
+        }
+    }
+
+    /// A sample record (`n` becomes its request id and attempts).
+    pub fn record(n: u32) -> AccessLogRecord {
         AccessLogRecord {
             time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_714_564_800_123),
             request_id: format!("req-{n}"),
@@ -361,6 +417,50 @@ mod tests {
             user_agent: Some("curl/8.0".into()),
             error: None,
             cache_status: Some(Cow::Borrowed("HIT")),
+        }
+    }
+
+    /// A writer whose writes wait until it is released, and that reports the first one.
+    struct Gate {
+        entered: Option<Sender<()>>,
+        control: Control,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if let Some(entered) = self.entered.take() {
+                let _ = entered.send(());
+            }
+            let (lock, cvar) = &*self.control.released;
+            let released = cvar
+                .wait_while(lock.lock().unwrap_or_else(PoisonError::into_inner), |r| !*r)
+                .unwrap_or_else(PoisonError::into_inner);
+            drop(released);
+            self.control
+                .written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::record;
+    use super::*;
+
+    /// Waits up to 5 s for `ready`, polling every 5 ms.
+    fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !ready() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -477,47 +577,15 @@ mod tests {
         assert_eq!(new[0]["request_id"], "req-2");
     }
 
-    /// A writer whose writes wait until it is released, and that reports the first one.
-    struct Gate {
-        entered: Option<Sender<()>>,
-        released: Arc<(Mutex<bool>, Condvar)>,
-        written: Arc<Mutex<Vec<u8>>>,
-    }
-
-    impl Write for Gate {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if let Some(entered) = self.entered.take() {
-                entered.send(()).expect("test is waiting");
-            }
-            let (lock, cvar) = &*self.released;
-            let released = cvar.wait_while(lock.lock().expect("lock"), |released| !*released);
-            drop(released.expect("wait"));
-            self.written.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn drops_and_counts_when_the_writer_is_behind() {
-        let (entered_tx, entered_rx) = mpsc::channel();
-        let released = Arc::new((Mutex::new(false), Condvar::new()));
-        let written = Arc::new(Mutex::new(Vec::new()));
-        let gate = Gate {
-            entered: Some(entered_tx),
-            released: Arc::clone(&released),
-            written: Arc::clone(&written),
-        };
-        // A one-byte buffer passes every write straight to the gate.
-        let sink = Sink::Other(BufWriter::with_capacity(1, Box::new(gate)));
         let dropped = IntCounter::new("dropped", "test").expect("counter");
-        let logger = AccessLogger::start(sink, 1, dropped.clone()).expect("start");
+        let gated = test_support::Gated::start(1, dropped.clone());
+        let logger = gated.logger;
 
         logger.log(record(1));
-        entered_rx
+        gated
+            .entered
             .recv_timeout(Duration::from_secs(5))
             .expect("the writer took the first record");
         logger.log(record(2)); // Fills the one-slot channel.
@@ -525,12 +593,10 @@ mod tests {
         logger.log(record(4));
         assert_eq!(dropped.get(), 2);
 
-        let (lock, cvar) = &*released;
-        *lock.lock().expect("lock") = true;
-        cvar.notify_all();
+        gated.gate.release();
         drop(logger);
 
-        let written = std::mem::take(&mut *written.lock().expect("lock"));
+        let written = gated.gate.written();
         let ids: Vec<String> = std::str::from_utf8(&written)
             .expect("utf-8")
             .lines()
