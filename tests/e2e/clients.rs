@@ -32,6 +32,11 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_millis(1500);
 /// The longest a probe may wait for its answer.
 const PROBE_LIMIT: Duration = Duration::from_millis(100);
+/// The same while 200 connections at a time are opened and dropped: the probe's connection
+/// queues in the same accept backlog, behind up to 200 others, for the one worker thread; on a
+/// loaded 2-core machine that queue alone took 295 ms. A stalled worker (the stall watchdog's
+/// 5 s) is still an order of magnitude beyond it.
+const PROBE_LIMIT_UNDER_CHURN: Duration = Duration::from_secs(1);
 /// The body of `/cached/slow/…`: 256 KiB, sent in [`SLOW_PIECES`] pieces [`SLOW_GAP`] apart.
 const SLOW_LEN: usize = 256 * 1024;
 const SLOW_PIECES: usize = 16;
@@ -280,6 +285,11 @@ routes:
 
     /// Stops the probe and asserts that it was answered within [`PROBE_LIMIT`] throughout.
     fn check_probe(self) -> Meridian {
+        self.check_probe_within(PROBE_LIMIT)
+    }
+
+    /// Stops the probe and asserts that it was answered within `limit` throughout.
+    fn check_probe_within(self, limit: Duration) -> Meridian {
         let report = self.probe.finish();
         eprintln!("probe: {report:?}");
         assert!(
@@ -289,8 +299,8 @@ routes:
         );
         assert!(report.answered >= 5, "too few probes: {report:?}");
         assert!(
-            report.slowest < PROBE_LIMIT,
-            "a probe waited {:?} (limit {PROBE_LIMIT:?})",
+            report.slowest < limit,
+            "a probe waited {:?} (limit {limit:?})",
             report.slowest
         );
         self.meridian
@@ -1102,7 +1112,7 @@ async fn ten_thousand_connections_opened_and_dropped() {
         port_sockets()
     );
     let admin = edge.meridian.admin.clone();
-    let meridian = edge.check_probe();
+    let meridian = edge.check_probe_within(PROBE_LIMIT_UNDER_CHURN);
     assert!(
         wait_until(Duration::from_secs(5), || connections_gauge(&admin)
             == Some(0)),
