@@ -387,11 +387,23 @@ impl ProxyHttp for MeridianProxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
-        _error: Option<&Error>,
+        error: Option<&Error>,
     ) -> bool {
-        cache::serve_stale(&ctx.cache)
+        let failure = error.map(|e| attempt::stale_cause(e, ctx));
+        let serve = cache::serve_stale(session, &mut ctx.cache, failure);
+        if let (true, Some(cache::StaleServe::Answered(code))) = (serve, failure) {
+            if attempt::retry_before_stale(session, ctx, code) {
+                ctx.cache.stale = None;
+                return false;
+            }
+            // pingora serves the stale object before `upstream_response_filter` runs: the
+            // origin's status is recorded here, for the pool, the log and `Cache-Status`.
+            ctx.upstream_status = Some(code);
+            ctx.upstream_time = ctx.attempt_start.map(|t| t.elapsed());
+        }
+        serve
     }
 
     async fn request_body_filter(
@@ -494,7 +506,7 @@ impl ProxyHttp for MeridianProxy {
             ctx.reason = Some(reason);
             return Err(Error::explain(ErrorType::HTTPStatus(502), reason).into_up());
         }
-        attempt::response_received(session, upstream_response.status.as_u16(), ctx)?;
+        attempt::response_received(session, upstream_response, ctx)?;
         forward::strip_response_hop_by_hop(upstream_response);
         // The HTTP version is per hop: the client talks to Meridian, which speaks HTTP/1.1
         // even when an HTTP/1.0 upstream answered.
