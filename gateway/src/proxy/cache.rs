@@ -396,7 +396,8 @@ pub enum StaleServe {
     /// The attempt failed without a response (connection refused, closed or reset, timeout,
     /// no attempt left): the status Meridian would have answered instead
     /// ([`super::attempt::error_status`]: 502 for a refused, closed or reset connection, 504
-    /// for a timeout). pingora serves the object after giving up on the upstream.
+    /// for a timeout). pingora serves the object after giving up on the upstream, and would
+    /// then drop the client's connection ([`super::handback`] keeps it).
     Unanswered(u16),
 }
 

@@ -23,6 +23,7 @@ pub mod cache;
 mod ctx;
 pub mod forward;
 pub mod guard;
+pub mod handback;
 mod hls;
 mod observe;
 mod prefetch;
@@ -603,6 +604,10 @@ impl ProxyHttp for MeridianProxy {
             route.plugins.logging(session, &mut ctx.plugins).await;
         }
         self.observer.request_done(session, ctx, e);
+        if e.is_none() && matches!(ctx.cache.stale, Some(cache::StaleServe::Unanswered(_))) {
+            // pingora drops the client's connection after this stale response; it is kept.
+            handback::hand_back(session).await;
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
