@@ -389,13 +389,17 @@ pub fn proxy_failed(
 
 /// Upstream response headers arrived. A retryable status becomes an error that pingora retries
 /// (nothing has been sent downstream yet); otherwise the response goes through. On a request
-/// through the cache, see [`final_for_cache`].
+/// through the cache, see [`final_for_cache`]. Interim (1xx) heads pass untouched.
 pub fn response_received(
     session: &mut Session,
     resp: &ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> pingora::Result<()> {
     let status = resp.status.as_u16();
+    if resp.status.is_informational() && status != 101 {
+        // An interim response (100, 103) is not the attempt's answer: the final one follows.
+        return Ok(());
+    }
     ctx.upstream_status = Some(status);
     ctx.upstream_time = ctx.attempt_start.map(|t| t.elapsed());
     tier::attempt_done(ctx, true);

@@ -456,8 +456,21 @@ pub fn upstream_request(session: &Session, upstream_request: &mut RequestHeader)
     }
 }
 
+/// A request that holds a stale object does not pass interim (1xx) heads from the origin to
+/// its client (HTTP/1; HTTP/2 never does): once any head went out, pingora can no longer put
+/// the stale object in place of a 5xx answer (a `103 Early Hints` before a `503` would
+/// otherwise reach the client with the 503 instead of the stored response). The request to the
+/// origin is then the cache's own revalidation, whose answer is not forwarded as such either
+/// (a 304, or a 5xx replaced by the stored response); a miss does not pass them on anyway.
+pub fn hold_interim(session: &mut Session) {
+    if session.cache.phase() == CachePhase::Stale {
+        session.downstream_session.set_ignore_info_resp(true);
+    }
+}
+
 /// `response_filter` on a cached route: `Cache-Status`, invalidation after a successful
-/// unsafe request, and the surrogate keys of a stored response.
+/// unsafe request, and the surrogate keys of a stored response. An interim (1xx) head passed
+/// to the client before the final one is left alone: the final response carries the status.
 pub async fn finish_response(
     session: &Session,
     resp: &mut ResponseHeader,
@@ -466,7 +479,7 @@ pub async fn finish_response(
     tls: bool,
     upstream_status: Option<u16>,
 ) {
-    if state.plan.is_none() {
+    if state.plan.is_none() || (resp.status.is_informational() && resp.status != 101) {
         return;
     }
     let status = cache_status(session, state, upstream_status);

@@ -473,6 +473,7 @@ impl ProxyHttp for MeridianProxy {
         }
         forward::strip_request_hop_by_hop(upstream_request);
         cache::upstream_request(session, upstream_request);
+        cache::hold_interim(session);
         forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
         if !upstream_request.headers.contains_key(http::header::HOST) {
             // An HTTP/1.0 request may come without `Host`; it goes upstream as HTTP/1.1, which
