@@ -57,6 +57,8 @@ pub async fn next_peer(
 ) -> pingora::Result<Box<HttpPeer>> {
     let peer = choose_peer(session, ctx).await;
     ctx.attempt_error = peer.is_err();
+    // A retry decided for the previous attempt's answer is not this attempt's.
+    ctx.retry_decided = false;
     peer
 }
 
