@@ -28,6 +28,7 @@ mod reload;
 mod retries;
 mod routing;
 mod stack;
+mod stale_on_error;
 mod telemetry;
 mod tier;
 mod timeouts;

@@ -23,6 +23,14 @@ use super::yaml::Node;
 const MAX_NAMES: usize = 64;
 /// Longest `lock_timeout`.
 const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a stored response stays usable when the origin fails, when its origin sent no
+/// `stale-if-error` (a route's `stale_if_error`): Varnish's grace and nginx's
+/// `proxy_cache_use_stale` keep serving what they hold while the origin is down.
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
+
+/// The longest `stale_if_error` a route may set.
+const MAX_STALE_IF_ERROR: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Largest `hls.max_playlist_bytes`: playlists are parsed in memory on each fill.
 const MAX_PLAYLIST_BYTES: usize = 16 << 20;
 /// Longest HLS freshness setting.
@@ -136,7 +144,11 @@ pub(crate) fn read_route_cache(
     let default_ttl = f.get("default_ttl", errs, duration);
     let negative_ttl = f.get_or("negative_ttl", Duration::from_secs(10), errs, duration);
     let stale_while_revalidate = f.get_or("stale_while_revalidate", Duration::ZERO, errs, duration);
-    let stale_if_error = f.get_or("stale_if_error", Duration::ZERO, errs, duration);
+    let mut sie_pos = f.pos();
+    let stale_if_error = f.get_or("stale_if_error", DEFAULT_STALE_IF_ERROR, errs, |n, p, e| {
+        sie_pos = n.pos;
+        duration(n, p, e)
+    });
     let query = f.get_or("query", CacheQuery::All, errs, read_query);
     let vary = f.get_or("vary", Vec::new(), errs, header_names);
     let mut lock_pos = f.pos();
@@ -162,6 +174,13 @@ pub(crate) fn read_route_cache(
         errs.add(
             lock_pos,
             format!("{path}.lock_timeout: expected at most 60s"),
+        );
+        return None;
+    }
+    if stale_if_error > MAX_STALE_IF_ERROR {
+        errs.add(
+            sie_pos,
+            format!("{path}.stale_if_error: expected at most 7d"),
         );
         return None;
     }
@@ -440,6 +459,7 @@ mod tests {
         assert_eq!(rc.negative_ttl, Duration::from_secs(10));
         assert_eq!(rc.lock_timeout, Duration::from_secs(5));
         assert_eq!(rc.default_ttl, None);
+        assert_eq!(rc.stale_if_error, Duration::from_secs(3600));
     }
 
     #[test]
@@ -618,6 +638,10 @@ mod tests {
             (
                 format!("{}cache: {{}}\n", route("{ lock_timeout: 5m }")),
                 "lock_timeout: expected at most 60s",
+            ),
+            (
+                format!("{}cache: {{}}\n", route("{ stale_if_error: 8d }")),
+                "stale_if_error: expected at most 7d",
             ),
             (
                 format!("{}cache: {{ disk: {{ size: 1GiB }} }}\n", route("{}")),

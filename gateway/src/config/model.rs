@@ -797,7 +797,7 @@ pub struct RouteCache {
     /// `stale-while-revalidate` when the origin sends none (default 0s).
     #[serde(serialize_with = "ser_duration")]
     pub stale_while_revalidate: Duration,
-    /// `stale-if-error` when the origin sends none (default 0s).
+    /// `stale-if-error` when the origin sends none (default 1h, at most 7d).
     #[serde(serialize_with = "ser_duration")]
     pub stale_if_error: Duration,
     /// Which query parameters are part of the key.

@@ -26,11 +26,13 @@ use bytes::Bytes;
 use plugins::breaker::Rejected;
 use plugins::LocalResponse;
 
+use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType, RetryType};
 
+use super::cache::StaleServe;
 use super::ctx::RequestCtx;
 use super::tier::{self, NextHop};
 use crate::config::{BreakerFallback, HashKey, Upstream};
@@ -50,6 +52,17 @@ fn status_error(status: u16, why: &'static str) -> Box<Error> {
 
 /// Chooses the target of the next attempt and builds its peer.
 pub async fn next_peer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> pingora::Result<Box<HttpPeer>> {
+    let peer = choose_peer(session, ctx).await;
+    ctx.attempt_error = peer.is_err();
+    // A retry decided for the previous attempt's answer is not this attempt's.
+    ctx.retry_decided = false;
+    peer
+}
+
+async fn choose_peer(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> pingora::Result<Box<HttpPeer>> {
@@ -283,6 +296,7 @@ pub fn connect_failed(
     ctx: &mut RequestCtx,
     mut e: Box<Error>,
 ) -> Box<Error> {
+    ctx.attempt_error = true;
     if let Some(retry) = tier::connect_failed(ctx) {
         report(ctx, Outcome::ConnectError);
         // Failing over to the next shield (or the origin) is bounded by the shield count.
@@ -344,6 +358,7 @@ pub fn proxy_failed(
     mut e: Box<Error>,
     reused: bool,
 ) -> Box<Error> {
+    ctx.attempt_error = true;
     if let ErrorType::HTTPStatus(_) = e.etype() {
         if e.esource() == &ErrorSource::Upstream && e.retry() {
             // Raised by `response_received`, which already decided the retry.
@@ -375,23 +390,82 @@ pub fn proxy_failed(
 }
 
 /// Upstream response headers arrived. A retryable status becomes an error that pingora retries
-/// (nothing has been sent downstream yet); otherwise the response goes through.
+/// (nothing has been sent downstream yet); otherwise the response goes through. On a request
+/// through the cache, see [`final_for_cache`]. Interim (1xx) heads pass untouched.
 pub fn response_received(
     session: &mut Session,
-    status: u16,
+    resp: &ResponseHeader,
     ctx: &mut RequestCtx,
 ) -> pingora::Result<()> {
+    let status = resp.status.as_u16();
+    if resp.status.is_informational() && status != 101 {
+        // An interim response (100, 103) is not the attempt's answer: the final one follows.
+        return Ok(());
+    }
     ctx.upstream_status = Some(status);
     ctx.upstream_time = ctx.attempt_start.map(|t| t.elapsed());
     tier::attempt_done(ctx, true);
     let outcome = Outcome::Status(status);
     report(ctx, outcome);
-    if may_retry(session, ctx, &outcome, true) {
+    let decided = std::mem::take(&mut ctx.retry_decided);
+    if decided || (!final_for_cache(session, ctx, resp) && may_retry(session, ctx, &outcome, true))
+    {
         let mut e = Error::explain(ErrorType::HTTPStatus(status), "retryable upstream status");
         e.set_retry(true);
         return Err(e.into_up());
     }
     Ok(())
+}
+
+/// Whether a response to a request through the cache is final although its status is in
+/// `retries.on`. It is when it carries explicit freshness (RFC 9111 §4.2.1: `max-age`,
+/// `s-maxage`, `no-cache` or `Expires`; the origin said how long this answer holds, so it is
+/// stored or passed as it is, §3), or when no target is left that this request has not tried:
+/// asking the same origin the same cacheable question twice doubles its load when it is
+/// already failing, and a stored copy, not a repeat, is the cache's answer to origin errors
+/// (nginx's `proxy_next_upstream` likewise only passes a request to the next server). Failures
+/// without an answer (connect failure, timeout, reset) follow the retry policy unchanged.
+fn final_for_cache(session: &Session, ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
+    if ctx.cache.plan.is_none() || ctx.cache.bypass.is_some() {
+        return false;
+    }
+    super::cache::explicit_freshness(resp) || !untried_target(session, ctx)
+}
+
+/// Whether a target this request has not tried is left to retry on.
+fn untried_target(session: &Session, ctx: &RequestCtx) -> bool {
+    let Some(upstream) = &ctx.upstream else {
+        return false;
+    };
+    let key = SelectKey {
+        hash: select_hash(session, upstream.pool.config()),
+    };
+    upstream
+        .pool
+        .select(&key, &ctx.tried)
+        .is_some_and(|pick| !ctx.tried.contains(&pick.addr))
+}
+
+/// pingora asks, on a 5xx answer with status `code` to a request holding a stale object,
+/// whether the object may stand in for it: not yet while the retry policy sends the request
+/// to a target it has not tried, which may have a fresh answer (nginx likewise passes a
+/// request to the next server before it serves stale). The retry (and its budget slot) is
+/// decided here; [`response_received`] raises it.
+pub fn retry_before_stale(session: &Session, ctx: &mut RequestCtx, code: u16) -> bool {
+    let retry =
+        untried_target(session, ctx) && may_retry(session, ctx, &Outcome::Status(code), true);
+    ctx.retry_decided = retry;
+    retry
+}
+
+/// What the origin did when pingora asks whether a stale object may stand in for `e`: answered
+/// with a 5xx status (pingora raises `e` from the response head, nothing failed before it), or
+/// failed without an answer, with the status the client would get for `e` ([`error_status`]).
+pub fn stale_cause(e: &Error, ctx: &RequestCtx) -> StaleServe {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) if !ctx.attempt_error => StaleServe::Answered(*code),
+        _ => StaleServe::Unanswered(error_status(e, ctx).0),
+    }
 }
 
 /// The request is over: report an attempt nobody reported yet. A client that went away says

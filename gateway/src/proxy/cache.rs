@@ -15,7 +15,10 @@
 //!   responses that vary on headers the route does not allow.
 //! * `cache_vary_filter` ([`variance`]): the stored response's `Vary` over the request.
 //! * `should_serve_stale` ([`serve_stale`]): within the object's stale-while-revalidate or
-//!   stale-if-error windows (pingora checks them), stale is served.
+//!   stale-if-error windows (pingora checks them; the route's `stale_if_error`, 1 hour by
+//!   default, is the window when the origin sends none), stale is served unless the stored
+//!   response forbids it (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`).
+//!   What the origin did is kept for `Cache-Status` ([`StaleServe`]).
 //! * `response_filter` ([`finish_response`]): `Cache-Status`, unsafe-method invalidation and
 //!   the surrogate-key index.
 
@@ -195,6 +198,8 @@ pub struct CacheState {
     pub from_cache: bool,
     /// A playlist being stored on an `hls` route: its body, to derive its freshness.
     pub playlist_fill: Option<PlaylistFill>,
+    /// Why a stale object stands in for the origin's answer, when one does.
+    pub stale: Option<StaleServe>,
 }
 
 /// `request_cache_filter`: enables the cache for GET/HEAD on a cached route.
@@ -383,10 +388,61 @@ pub fn observe_storage() {
     super::prefetch::observe();
 }
 
+/// Why a stale object is being served instead of the origin's answer ([`serve_stale`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleServe {
+    /// The origin answered with this 5xx status: the stale object replaces its answer.
+    Answered(u16),
+    /// The attempt failed without a response (connection refused, closed or reset, timeout,
+    /// no attempt left): the status Meridian would have answered instead
+    /// ([`super::attempt::error_status`]: 502 for a refused, closed or reset connection, 504
+    /// for a timeout). pingora serves the object after giving up on the upstream, and would
+    /// then drop the client's connection ([`super::handback`] keeps it).
+    Unanswered(u16),
+}
+
 /// `should_serve_stale`: on a cached route, stale is served wherever the object's own
-/// windows allow it (pingora checks `stale-while-revalidate` and `stale-if-error`).
-pub fn serve_stale(state: &CacheState) -> bool {
-    state.plan.is_some()
+/// windows allow it (pingora checks `stale-while-revalidate` and `stale-if-error`; the
+/// route's `stale_if_error` is the window of objects whose origin sent none), unless the
+/// stored response forbids serving it stale ([`forbids_stale`]). `failure` is what the origin
+/// did (`None` for stale-while-revalidate).
+pub fn serve_stale(session: &Session, state: &mut CacheState, failure: Option<StaleServe>) -> bool {
+    if state.plan.is_none() {
+        return false;
+    }
+    if session.cache.maybe_cache_meta().is_some_and(forbids_stale) {
+        return false;
+    }
+    state.stale = failure;
+    true
+}
+
+/// Whether the stored response may not be served stale (RFC 9111 §4.2.4): `must-revalidate`
+/// (§5.2.2.2), `proxy-revalidate` and `s-maxage` (§5.2.2.8, §5.2.2.10: shared caches), or a
+/// bare `no-cache` (§5.2.2.4: never used without a successful validation), in the controlling
+/// `CDN-Cache-Control`/`Cache-Control` (an `s-maxage` with an invalid value counts). The
+/// policy already stores zero windows for the first three (pingora-cache's
+/// `serve_stale_*_duration`); this also covers `no-cache`, and objects stored under other
+/// rules (the disk tier keeps them across restarts and upgrades).
+fn forbids_stale(meta: &CacheMeta) -> bool {
+    cdn_edge::policy::controlling(meta.response_header()).is_some_and(|cc| {
+        cc.must_revalidate()
+            || cc.proxy_revalidate()
+            || cc.no_cache()
+            || !matches!(cc.s_maxage(), Ok(None))
+    })
+}
+
+/// Whether `resp` carries explicit freshness (RFC 9111 §4.2.1): `s-maxage`, `max-age` or
+/// `no-cache` (a zero lifetime) in its controlling cache-control, or `Expires` (an invalid one
+/// means already expired, §5.3). Such a response is a final answer to a request through the
+/// cache: it is stored or passed, never retried.
+pub fn explicit_freshness(resp: &ResponseHeader) -> bool {
+    resp.headers.contains_key(http::header::EXPIRES)
+        || cdn_edge::policy::controlling(resp).is_some_and(|cc| {
+            use pingora_cache::cache_control::InterpretCacheControl;
+            cc.fresh_duration().is_some()
+        })
 }
 
 /// Adjusts the request sent to the origin for a fill: HEAD becomes GET, `Range` and the
@@ -400,8 +456,21 @@ pub fn upstream_request(session: &Session, upstream_request: &mut RequestHeader)
     }
 }
 
+/// A request that holds a stale object does not pass interim (1xx) heads from the origin to
+/// its client (HTTP/1; HTTP/2 never does): once any head went out, pingora can no longer put
+/// the stale object in place of a 5xx answer (a `103 Early Hints` before a `503` would
+/// otherwise reach the client with the 503 instead of the stored response). The request to the
+/// origin is then the cache's own revalidation, whose answer is not forwarded as such either
+/// (a 304, or a 5xx replaced by the stored response); a miss does not pass them on anyway.
+pub fn hold_interim(session: &mut Session) {
+    if session.cache.phase() == CachePhase::Stale {
+        session.downstream_session.set_ignore_info_resp(true);
+    }
+}
+
 /// `response_filter` on a cached route: `Cache-Status`, invalidation after a successful
-/// unsafe request, and the surrogate keys of a stored response.
+/// unsafe request, and the surrogate keys of a stored response. An interim (1xx) head passed
+/// to the client before the final one is left alone: the final response carries the status.
 pub async fn finish_response(
     session: &Session,
     resp: &mut ResponseHeader,
@@ -410,7 +479,7 @@ pub async fn finish_response(
     tls: bool,
     upstream_status: Option<u16>,
 ) {
-    if state.plan.is_none() {
+    if state.plan.is_none() || (resp.status.is_informational() && resp.status != 101) {
         return;
     }
     let status = cache_status(session, state, upstream_status);
@@ -496,7 +565,10 @@ fn cache_status(
         CachePhase::Stale => {
             status.hit = true;
             status.forward = Some(Forward::Stale);
-            status.forward_status = upstream_status;
+            status.forward_status = match state.stale {
+                Some(StaleServe::Answered(code) | StaleServe::Unanswered(code)) => Some(code),
+                None => upstream_status,
+            };
             status.ttl = ttl();
             status.detail = Some("stale-if-error");
         }

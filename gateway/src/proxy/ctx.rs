@@ -48,6 +48,14 @@ pub struct RequestCtx {
     pub repeat: Option<SocketAddr>,
     /// Attempts repeated because their pooled connection was stale.
     pub stale_repeats: u32,
+    /// The last attempt ended in an error before any response head went through (no target,
+    /// connect failure, timeout, reset, close, or a status Meridian turned into an error to
+    /// retry it): a stale object served now stands in for no answer
+    /// ([`super::attempt::stale_cause`]).
+    pub attempt_error: bool,
+    /// A retry of the current attempt's 5xx answer was decided before its head went through
+    /// (instead of serving a stale object, [`super::attempt::retry_before_stale`]).
+    pub retry_decided: bool,
     /// Counts this request as active for the retry budget.
     pub active: Option<ActiveGuard>,
     /// Holds a retry-budget slot while a retry is in progress.
@@ -101,6 +109,8 @@ impl RequestCtx {
             attempts: 0,
             repeat: None,
             stale_repeats: 0,
+            attempt_error: false,
+            retry_decided: false,
             active: None,
             retry_slot: None,
             reported: true,

@@ -23,6 +23,7 @@ pub mod cache;
 mod ctx;
 pub mod forward;
 pub mod guard;
+pub mod handback;
 mod hls;
 mod observe;
 mod prefetch;
@@ -387,11 +388,23 @@ impl ProxyHttp for MeridianProxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
-        _error: Option<&Error>,
+        error: Option<&Error>,
     ) -> bool {
-        cache::serve_stale(&ctx.cache)
+        let failure = error.map(|e| attempt::stale_cause(e, ctx));
+        let serve = cache::serve_stale(session, &mut ctx.cache, failure);
+        if let (true, Some(cache::StaleServe::Answered(code))) = (serve, failure) {
+            if attempt::retry_before_stale(session, ctx, code) {
+                ctx.cache.stale = None;
+                return false;
+            }
+            // pingora serves the stale object before `upstream_response_filter` runs: the
+            // origin's status is recorded here, for the pool, the log and `Cache-Status`.
+            ctx.upstream_status = Some(code);
+            ctx.upstream_time = ctx.attempt_start.map(|t| t.elapsed());
+        }
+        serve
     }
 
     async fn request_body_filter(
@@ -460,6 +473,7 @@ impl ProxyHttp for MeridianProxy {
         }
         forward::strip_request_hop_by_hop(upstream_request);
         cache::upstream_request(session, upstream_request);
+        cache::hold_interim(session);
         forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
         if !upstream_request.headers.contains_key(http::header::HOST) {
             // An HTTP/1.0 request may come without `Host`; it goes upstream as HTTP/1.1, which
@@ -494,7 +508,7 @@ impl ProxyHttp for MeridianProxy {
             ctx.reason = Some(reason);
             return Err(Error::explain(ErrorType::HTTPStatus(502), reason).into_up());
         }
-        attempt::response_received(session, upstream_response.status.as_u16(), ctx)?;
+        attempt::response_received(session, upstream_response, ctx)?;
         forward::strip_response_hop_by_hop(upstream_response);
         // The HTTP version is per hop: the client talks to Meridian, which speaks HTTP/1.1
         // even when an HTTP/1.0 upstream answered.
@@ -591,6 +605,10 @@ impl ProxyHttp for MeridianProxy {
             route.plugins.logging(session, &mut ctx.plugins).await;
         }
         self.observer.request_done(session, ctx, e);
+        if e.is_none() && matches!(ctx.cache.stale, Some(cache::StaleServe::Unanswered(_))) {
+            // pingora drops the client's connection after this stale response; it is kept.
+            handback::hand_back(session).await;
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {

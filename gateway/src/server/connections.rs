@@ -20,6 +20,9 @@
 //!
 //! Pipelined HTTP/1.1 requests are answered one after the other: pingora's pipelining is on,
 //! and the connection hands pingora one request at a time ([`super::client_io`]).
+//!
+//! A connection pingora drops although it may be kept (after a stale response standing in for
+//! a failed origin) is handed back by the proxy ([`crate::proxy::handback`]).
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use tokio::time::Instant;
 
 use super::client_io::{ClientConn, Head};
 use crate::config::ClientTimeouts;
+use crate::proxy::handback;
 use crate::telemetry::Metrics;
 
 /// How long a client connection may stay idle between requests, as pingora.
@@ -111,7 +115,9 @@ where
             if let Some(settings) = carried.take() {
                 settings.apply_to_session(&mut session);
             }
-            let reusable = self.inner.process_new_http(session, shutdown).await?;
+            // A connection pingora would drop after a stale response may be handed back.
+            let request = self.inner.process_new_http(session, shutdown);
+            let reusable = handback::serve(request).await?;
             (stream, carried) = reusable.consume();
         }
     }
