@@ -12,6 +12,14 @@
 //! the fields that describe the stored bytes as they are (`Content-Encoding`, `Content-Range`,
 //! `Transfer-Encoding`; §3.2 lets a cache keep these), and `Vary`: the stored variant was keyed
 //! by the stored `Vary`, which pingora keeps across a 304 too.
+//!
+//! The 304 is a new response: its `Age` and `Date` say how old the freshened response is
+//! (RFC 9111 §4.2.3). A stored `Age` is dropped when the 304 has none (it told the age of the
+//! response stored earlier: kept, a response just validated would be taken as old as that one,
+//! stale again at once), and a 304 without `Date` counts as dated when it arrived (RFC 9110
+//! §6.6.1: a recipient adds a `Date` to a response it caches).
+
+use std::time::SystemTime;
 
 use http::header::HeaderName;
 use pingora_http::ResponseHeader;
@@ -35,9 +43,21 @@ pub const KEPT: [HeaderName; 14] = [
 ];
 
 /// The stored response header `stored` updated with the fields of `not_modified` (a 304 from
-/// the origin), as RFC 9111 §3.2 says. Fields absent from the 304 stay as stored.
-pub fn merge(stored: &ResponseHeader, not_modified: &ResponseHeader) -> ResponseHeader {
+/// the origin, received at `now`), as RFC 9111 §3.2 says. Fields absent from the 304 stay as
+/// stored, but for `Age` and `Date` (see the module docs).
+pub fn merge(
+    stored: &ResponseHeader,
+    not_modified: &ResponseHeader,
+    now: SystemTime,
+) -> ResponseHeader {
     let mut merged = stored.clone();
+    if !not_modified.headers.contains_key(http::header::AGE) {
+        merged.remove_header(&http::header::AGE);
+    }
+    if !not_modified.headers.contains_key(http::header::DATE) {
+        // An IMF-fixdate is a valid header value: cannot fail.
+        let _ = merged.insert_header(http::header::DATE, httpdate::fmt_http_date(now));
+    }
     let connection_listed: Vec<HeaderName> = not_modified
         .headers
         .get_all(http::header::CONNECTION)
@@ -104,7 +124,7 @@ mod tests {
                 ("cache-control", "max-age=60"),
             ],
         );
-        let merged = merge(&stored, &not_modified);
+        let merged = merge(&stored, &not_modified, SystemTime::now());
         assert_eq!(merged.status.as_u16(), 200);
         assert_eq!(values(&merged, "date"), ["Tue, 02 Jan 2024 00:00:00 GMT"]);
         assert_eq!(values(&merged, "content-foo"), ["b"]);
@@ -113,6 +133,25 @@ mod tests {
         assert_eq!(values(&merged, "x-untouched"), ["same"]);
         assert_eq!(values(&merged, "content-type"), ["text/html"]);
         assert_eq!(values(&merged, "cache-control"), ["max-age=60"]);
+    }
+
+    #[test]
+    fn the_age_and_date_are_the_304s() {
+        let stored = resp(
+            200,
+            &[("date", "Mon, 01 Jan 2024 00:00:00 GMT"), ("age", "700")],
+        );
+        let received = httpdate::parse_http_date("Tue, 02 Jan 2024 00:00:00 GMT").expect("date");
+        let merged = merge(&stored, &resp(304, &[]), received);
+        assert!(values(&merged, "age").is_empty());
+        assert_eq!(values(&merged, "date"), ["Tue, 02 Jan 2024 00:00:00 GMT"]);
+        let not_modified = resp(
+            304,
+            &[("date", "Wed, 03 Jan 2024 00:00:00 GMT"), ("age", "5")],
+        );
+        let merged = merge(&stored, &not_modified, received);
+        assert_eq!(values(&merged, "age"), ["5"]);
+        assert_eq!(values(&merged, "date"), ["Wed, 03 Jan 2024 00:00:00 GMT"]);
     }
 
     #[test]
@@ -137,7 +176,7 @@ mod tests {
                 ("vary", "accept-language"),
             ],
         );
-        let merged = merge(&stored, &not_modified);
+        let merged = merge(&stored, &not_modified, SystemTime::now());
         assert_eq!(values(&merged, "content-length"), ["10"]);
         assert_eq!(values(&merged, "content-encoding"), ["gzip"]);
         assert_eq!(values(&merged, "vary"), ["accept-encoding"]);

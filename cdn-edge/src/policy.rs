@@ -184,6 +184,11 @@ pub fn decide(
     for (name, _) in withheld(resp) {
         header.remove_header(&name);
     }
+    if !header.headers.contains_key(http::header::DATE) {
+        // RFC 9110 §6.6.1: a recipient that caches a response without `Date` adds the time it
+        // arrived, so hits carry the stored response's date. An IMF-fixdate: cannot fail.
+        let _ = header.insert_header(http::header::DATE, httpdate::fmt_http_date(now));
+    }
     let mut meta = CacheMeta::new(fresh_until, now, secs(swr), secs(sie), header);
     if !age.is_zero() {
         meta.set_epoch_override(epoch);
@@ -456,6 +461,25 @@ mod tests {
             panic!("not cacheable");
         };
         assert!(!meta.is_fresh(now + Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_response_without_date_is_stored_with_its_arrival() {
+        let now = httpdate::parse_http_date("Tue, 02 Jan 2024 00:00:00 GMT").expect("date");
+        let stored = |r: &ResponseHeader| match decide(r, false, &Policy::default(), now) {
+            RespCacheable::Cacheable(meta) => meta.headers()[http::header::DATE].clone(),
+            RespCacheable::Uncacheable(_) => panic!("not cacheable"),
+        };
+        let undated = resp(200, &[("cache-control", "max-age=60")]);
+        assert_eq!(stored(&undated), "Tue, 02 Jan 2024 00:00:00 GMT");
+        let dated = resp(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("date", "Mon, 01 Jan 2024 23:59:59 GMT"),
+            ],
+        );
+        assert_eq!(stored(&dated), "Mon, 01 Jan 2024 23:59:59 GMT");
     }
 
     #[test]

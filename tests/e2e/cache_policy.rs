@@ -270,6 +270,51 @@ async fn a_304_updates_the_stored_header_fields() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_304_without_age_makes_the_stored_response_new() {
+    // Stored stale on arrival (`Age` past its lifetime); the 304 that validates it has no
+    // `Age`: the freshened response is new, not as old as the one stored.
+    let mut s = script(
+        200,
+        &[
+            ("cache-control", "max-age=600"),
+            ("age", "700"),
+            ("etag", "\"v1\""),
+        ],
+    );
+    s.not_modified = Some(pairs(&[
+        ("cache-control", "max-age=600"),
+        ("etag", "\"v1\""),
+    ]));
+    let scripts = [("/a", s)];
+    let young = |tier: Tier, seen: &Seen, when: &str| {
+        assert!(seen.hit(), "{tier:?} {when}: {}", seen.cache_status());
+        let age: u64 = seen.header("age").parse().expect("a hit has an Age");
+        assert!(age < 60, "{tier:?} {when}: Age {age}");
+    };
+    on_both_tiers(
+        &scripts,
+        |tier, origin, port| async move {
+            let c = client();
+            get(&c, port, "/a").await;
+            let revalidated = get(&c, port, "/a").await;
+            assert!(
+                revalidated.cache_status().contains("fwd-status=304"),
+                "{tier:?}: {}",
+                revalidated.cache_status()
+            );
+            assert_ne!(revalidated.header("age"), "700", "{tier:?}");
+            young(tier, &get(&c, port, "/a").await, "after the 304");
+            assert_eq!(origin.hits("/a"), 2, "{tier:?}");
+        },
+        |tier, origin, port| async move {
+            young(tier, &get(&client(), port, "/a").await, "after restart");
+            assert_eq!(origin.hits("/a"), 2, "{tier:?}");
+        },
+    )
+    .await;
+}
+
 /// Paths whose second request is a hit: any final status with explicit freshness, and a
 /// status Meridian understands despite `no-store` when `must-understand` is there.
 const STORED: [(&str, u16, &str); 6] = [

@@ -294,10 +294,11 @@ pub fn cacheable(
     let Some(plan) = state.plan.clone() else {
         return RespCacheable::Uncacheable(NoCacheReason::Custom("route not cached"));
     };
+    let now = SystemTime::now();
     let freshened = state
         .not_modified
         .take()
-        .map(|not_modified| cdn_edge::freshen::merge(resp, &not_modified));
+        .map(|not_modified| cdn_edge::freshen::merge(resp, &not_modified, now));
     let resp = freshened.as_ref().unwrap_or(resp);
     let vary_ok = resp
         .headers
@@ -321,9 +322,9 @@ pub fn cacheable(
                 default_ttl: Some(ttl),
                 ..plan.policy.clone()
             };
-            cdn_edge::policy::decide(resp, authorization, &policy, SystemTime::now())
+            cdn_edge::policy::decide(resp, authorization, &policy, now)
         }
-        None => cdn_edge::policy::decide(resp, authorization, &plan.policy, SystemTime::now()),
+        None => cdn_edge::policy::decide(resp, authorization, &plan.policy, now),
     };
     match &mut decision {
         RespCacheable::Cacheable(meta) => {
