@@ -2,7 +2,9 @@
 //! both tiers and across a restart of the disk tier: a 304 updates the stored header, any
 //! final status with explicit freshness is stored, an invalid `CDN-Cache-Control` is ignored
 //! whole, `Age` is read from its first member, and fields named by `no-cache="…"` are kept out
-//! of the stored copy but not out of the response that filled it.
+//! of the stored copy but not out of the response that filled it. Two guards of rules Meridian
+//! already kept: `private` wins over `s-maxage`, and `immutable` does not keep a stale
+//! response fresh.
 //!
 //! Every scenario runs three ways at once: on a memory-only edge, on an edge whose objects are
 //! too large for its memory tier (so they live on disk only), and again on a new edge over the
@@ -327,11 +329,13 @@ const STORED: [(&str, u16, &str); 6] = [
 ];
 
 /// Paths whose second request goes to the origin again.
-const NOT_REUSED: [(&str, u16, &str); 3] = [
+const NOT_REUSED: [(&str, u16, &str); 4] = [
     // an unknown status with `must-understand` is not stored
     ("/mu599", 599, "max-age=600, no-store, must-understand"),
     // stored stale (its Age is past its lifetime): revalidated, not reused
     ("/s599-stale", 599, "max-age=60"),
+    // `immutable` does not make a stale response fresh (RFC 8246 §2: it applies while fresh)
+    ("/immutable-stale", 200, "max-age=60, immutable"),
     // no explicit freshness, not heuristically cacheable
     ("/s400-none", 400, ""),
 ];
