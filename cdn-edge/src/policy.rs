@@ -422,7 +422,12 @@ mod tests {
         assert_eq!(with_age(&["7200;foo=bar"]), Some(false));
         assert_eq!(with_age(&["2147483649"]), Some(false));
         assert_eq!(with_age(&["99999999999999999999999"]), Some(false));
-        for ignored in ["abc", "-7200", "7200.0", ""] {
+        assert_eq!(with_age(&["07200"]), Some(false));
+        assert_eq!(with_age(&["7200,"]), Some(false));
+        assert_eq!(with_age(&[" 7200 , 0"]), Some(false));
+        for ignored in [
+            "abc", "-7200", "7200.0", "", "+7200", "7200abc", "7 200", ", 7200",
+        ] {
             assert_eq!(with_age(&[ignored]), Some(true), "{ignored}");
         }
     }

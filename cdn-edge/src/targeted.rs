@@ -95,4 +95,29 @@ mod tests {
         let long = format!("max-age=1, x=\"{}\"", "a".repeat(MAX_TARGETED_LEN));
         assert!(!ok(&[&long]));
     }
+
+    #[test]
+    fn a_lifetime_must_be_an_integer_of_at_most_fifteen_digits() {
+        // Token, Boolean, Decimal, Byte Sequence: the wrong type
+        for wrong in [
+            "max-age=abc",
+            "max-age=?1",
+            "max-age=60.0",
+            "max-age=:AQ==:",
+        ] {
+            assert!(!ok(&[wrong]), "{wrong}");
+        }
+        assert!(ok(&["max-age=999999999999999"]));
+        assert!(!ok(&["max-age=1000000000000000"]));
+        assert!(!ok(&["stale-if-error=-5"]));
+    }
+
+    #[test]
+    fn other_directives_take_any_value_and_spaces_around_are_fine() {
+        assert!(ok(&["  max-age=60  "]));
+        assert!(ok(&["no-cache=\"set-cookie\", max-age=60"]));
+        assert!(ok(&["max-age=60, x-ext=?0, y-ext=1.5, z-ext=tok"]));
+        assert!(!ok(&["max-age=60,"]));
+        assert!(!ok(&["max-age = 60"]));
+    }
 }
