@@ -6,6 +6,8 @@
 //!   optional byte-bounded disk tier that survives restarts and drops corrupt objects.
 //! * [`key`] builds cache keys (scheme, host, path, normalised query).
 //! * [`policy`] decides what is stored and for how long (RFC 9111, RFC 9213).
+//! * [`targeted`] checks `CDN-Cache-Control` as a Structured Field (RFC 9213).
+//! * [`freshen`] updates a stored response's header from a `304` (RFC 9111 §4.3.4).
 //! * [`status`] renders `Cache-Status` (RFC 9211).
 //! * [`metrics`] counts hits, misses, stale, bytes by source, storage fill.
 //! * [`surrogate`] indexes `Surrogate-Key` response headers for purges by key.
@@ -13,6 +15,7 @@
 //!   prefetches the next segments; [`shield`] picks a parent tier by consistent hashing and
 //!   refuses forwarding loops.
 
+pub mod freshen;
 pub mod hls;
 pub mod key;
 pub mod metrics;
@@ -21,6 +24,7 @@ pub mod shield;
 pub mod status;
 pub mod storage;
 pub mod surrogate;
+pub mod targeted;
 pub mod variants;
 
 pub use storage::{DiskConfig, StatsSnapshot, StorageConfig, StorageStats, TieredStorage};

@@ -12,6 +12,7 @@ mod auth_oidc;
 mod balancing;
 mod breaker;
 mod cache;
+mod cache_policy;
 mod clients;
 mod dashboard;
 mod embedded;

@@ -11,16 +11,21 @@
 //!   methods bypass the cache and, when unsafe, invalidate the URL after a successful
 //!   response (RFC 9111 §4.4).
 //! * `cache_key_callback` ([`key`]): scheme, host, path, normalised query.
+//! * `upstream_response_filter` ([`upstream_response`]): a 304 that validates a stale object
+//!   is kept, for the next step to merge.
 //! * `response_cache_filter` ([`cacheable`]): [`cdn_edge::policy::decide`], after refusing
-//!   responses that vary on headers the route does not allow.
+//!   responses that vary on headers the route does not allow; on a revalidation, over the
+//!   stored header freshened with every field of the 304 ([`cdn_edge::freshen::merge`]),
+//!   which pingora then writes back to storage (`update_meta`).
 //! * `cache_vary_filter` ([`variance`]): the stored response's `Vary` over the request.
 //! * `should_serve_stale` ([`serve_stale`]): within the object's stale-while-revalidate or
 //!   stale-if-error windows (pingora checks them; the route's `stale_if_error`, 1 hour by
 //!   default, is the window when the origin sends none), stale is served unless the stored
 //!   response forbids it (`must-revalidate`, `proxy-revalidate`, `s-maxage`, `no-cache`).
 //!   What the origin did is kept for `Cache-Status` ([`StaleServe`]).
-//! * `response_filter` ([`finish_response`]): `Cache-Status`, unsafe-method invalidation and
-//!   the surrogate-key index.
+//! * `response_filter` ([`finish_response`]): `Cache-Status`, unsafe-method invalidation,
+//!   the surrogate-key index, and the fields the stored copy omits (`private="…"`,
+//!   `no-cache="…"`) given back to the response that filled the cache.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -200,6 +205,12 @@ pub struct CacheState {
     pub playlist_fill: Option<PlaylistFill>,
     /// Why a stale object stands in for the origin's answer, when one does.
     pub stale: Option<StaleServe>,
+    /// The origin's 304 validating the stale object, until it is merged into the stored
+    /// header.
+    pub not_modified: Option<Box<ResponseHeader>>,
+    /// Fields of the stored response that its stored copy omits (`private="…"`,
+    /// `no-cache="…"`): the response that filled the cache still carries them.
+    pub withheld: Vec<(HeaderName, http::HeaderValue)>,
 }
 
 /// `request_cache_filter`: enables the cache for GET/HEAD on a cached route.
@@ -266,7 +277,20 @@ pub fn key(req: &RequestHeader, host: &str, tls: bool, plan: Option<&RouteCacheP
     cdn_edge::key::cache_key(scheme(tls), host, path, req.uri.query(), rule)
 }
 
-/// `response_cache_filter`: whether the response is stored, and its meta.
+/// `upstream_response_filter` on a cached route: keeps a 304 that validates the stale object
+/// (the origin's answer to the validators sent), for [`cacheable`] to merge.
+pub fn upstream_response(session: &Session, resp: &ResponseHeader, state: &mut CacheState) {
+    if resp.status == http::StatusCode::NOT_MODIFIED
+        && state.plan.is_some()
+        && matches!(session.cache.phase(), CachePhase::Stale)
+    {
+        state.not_modified = Some(Box::new(resp.clone()));
+    }
+}
+
+/// `response_cache_filter`: whether the response is stored, and its meta. On a revalidation
+/// `resp` is the stored header with pingora's few merged fields; every field of the 304 is
+/// merged in first (RFC 9111 §4.3.4).
 pub fn cacheable(
     req: &RequestHeader,
     resp: &ResponseHeader,
@@ -275,6 +299,12 @@ pub fn cacheable(
     let Some(plan) = state.plan.clone() else {
         return RespCacheable::Uncacheable(NoCacheReason::Custom("route not cached"));
     };
+    let now = SystemTime::now();
+    let freshened = state
+        .not_modified
+        .take()
+        .map(|not_modified| cdn_edge::freshen::merge(resp, &not_modified, now));
+    let resp = freshened.as_ref().unwrap_or(resp);
     let vary_ok = resp
         .headers
         .get_all(http::header::VARY)
@@ -297,13 +327,14 @@ pub fn cacheable(
                 default_ttl: Some(ttl),
                 ..plan.policy.clone()
             };
-            cdn_edge::policy::decide(resp, authorization, &policy, SystemTime::now())
+            cdn_edge::policy::decide(resp, authorization, &policy, now)
         }
-        None => cdn_edge::policy::decide(resp, authorization, &plan.policy, SystemTime::now()),
+        None => cdn_edge::policy::decide(resp, authorization, &plan.policy, now),
     };
     match &mut decision {
         RespCacheable::Cacheable(meta) => {
             state.stored = true;
+            state.withheld = cdn_edge::policy::withheld(resp);
             if let Some((ttl, playlist)) = hls {
                 hls::with_ttl(meta, ttl);
                 state.playlist_fill = playlist.then(PlaylistFill::new);
@@ -502,6 +533,28 @@ pub async fn finish_response(
     }
     if status.stored {
         edge.surrogates.record(resp, session.cache.cache_key());
+    }
+    if matches!(
+        session.cache.phase(),
+        CachePhase::Miss | CachePhase::Expired
+    ) {
+        give_back_withheld(resp, &mut state.withheld);
+    }
+}
+
+/// Adds to the response that filled the cache (served from the stored copy) the fields that
+/// copy omits: RFC 9111 keeps them out of *storage* only (§5.2.2.4, §5.2.2.7).
+fn give_back_withheld(
+    resp: &mut ResponseHeader,
+    withheld: &mut Vec<(HeaderName, http::HeaderValue)>,
+) {
+    let missing: Vec<(HeaderName, http::HeaderValue)> = std::mem::take(withheld)
+        .into_iter()
+        .filter(|(name, _)| !resp.headers.contains_key(name))
+        .collect();
+    for (name, value) in missing {
+        // A name and value the origin sent: cannot fail.
+        let _ = resp.append_header(name, value);
     }
 }
 

@@ -20,7 +20,7 @@
 //!
 //! The hop header is a loop detector, not a trust boundary: it never enters the cache key
 //! (`vary` cannot name it), and a client that forges it can only get its own request
-//! refused (a 508 is never stored).
+//! refused (a 508 is never stored: it carries no freshness, and 508 has no default one).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
