@@ -435,13 +435,18 @@ pub enum StaleServe {
 /// `should_serve_stale`: on a cached route, stale is served wherever the object's own
 /// windows allow it (pingora checks `stale-while-revalidate` and `stale-if-error`; the
 /// route's `stale_if_error` is the window of objects whose origin sent none), unless the
-/// stored response forbids serving it stale ([`forbids_stale`]). `failure` is what the origin
-/// did (`None` for stale-while-revalidate).
+/// stored response forbids serving it stale ([`forbids_stale`]), or it is itself a server error
+/// standing in for a failure (a stale 5xx is no better than the origin's fresh one, or
+/// Meridian's 502/504). `failure` is what the origin did (`None` for stale-while-revalidate).
 pub fn serve_stale(session: &Session, state: &mut CacheState, failure: Option<StaleServe>) -> bool {
     if state.plan.is_none() {
         return false;
     }
-    if session.cache.maybe_cache_meta().is_some_and(forbids_stale) {
+    let Some(meta) = session.cache.maybe_cache_meta() else {
+        return false;
+    };
+    if forbids_stale(meta) || (failure.is_some() && meta.response_header().status.is_server_error())
+    {
         return false;
     }
     state.stale = failure;
