@@ -50,8 +50,10 @@ where
 async fn a_stalled_worker_is_noticed_and_the_others_keep_serving() {
     let up = Upstream::start("a").await;
     let port = free_port();
+    // A 1 s stall limit and 6 s stalls: on a loaded 2-core machine a healthy worker's loop went
+    // more than 300 ms without turning, which counted a stall that was not there.
     let m = Meridian::start(&format!(
-        "server: {{ threads: 2, stall_timeout: 300ms, upgrade_sock: {{dir}}/upgrade.sock, pid_file: {{dir}}/meridian.pid }}\n{}",
+        "server: {{ threads: 2, stall_timeout: 1s, upgrade_sock: {{dir}}/upgrade.sock, pid_file: {{dir}}/meridian.pid }}\n{}",
         one_route_to(port, up.addr)
     ));
     let c = client();
@@ -60,7 +62,7 @@ async fn a_stalled_worker_is_noticed_and_the_others_keep_serving() {
     for worker in [0, 1] {
         let stall = c
             .post(format!(
-                "{}/admin/debug/stall?worker={worker}&ms=2500",
+                "{}/admin/debug/stall?worker={worker}&ms=6000",
                 m.admin
             ))
             .send()
@@ -70,7 +72,7 @@ async fn a_stalled_worker_is_noticed_and_the_others_keep_serving() {
         let stalled_at = Instant::now();
 
         // Noticed: /healthz names the worker, the metric flags it.
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(3);
         let (mut status, mut body) = healthz(&c, &m.admin).await;
         while status != 503 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -112,13 +114,13 @@ async fn a_stalled_worker_is_noticed_and_the_others_keep_serving() {
             );
         }
         assert!(
-            stalled_at.elapsed() < Duration::from_millis(2500),
+            stalled_at.elapsed() < Duration::from_millis(6000),
             "the checks ran inside the stall"
         );
 
         // It turns again: healthy, flag down, the stall counted once.
         assert!(
-            eventually(Duration::from_secs(5), || async {
+            eventually(Duration::from_secs(12), || async {
                 healthz(&c, &m.admin).await.0 == 200
             })
             .await,
