@@ -4,7 +4,8 @@
 //! * [`storage::TieredStorage`] is the [`pingora_cache::Storage`] the edge hands to
 //!   pingora-cache: a byte-bounded memory tier (TinyUFO admission and eviction) in front of an
 //!   optional byte-bounded disk tier that survives restarts and drops corrupt objects.
-//! * [`key`] builds cache keys (scheme, host, path, normalised query).
+//! * [`key`] builds cache keys (scheme, host, path, normalised query); [`encoding`] normalises
+//!   `Accept-Encoding` to a few classes so `Vary: Accept-Encoding` stays cacheable.
 //! * [`policy`] decides what is stored and for how long (RFC 9111, RFC 9213).
 //! * [`status`] renders `Cache-Status` (RFC 9211).
 //! * [`metrics`] counts hits, misses, stale, bytes by source, storage fill.
@@ -13,6 +14,7 @@
 //!   prefetches the next segments; [`shield`] picks a parent tier by consistent hashing and
 //!   refuses forwarding loops.
 
+pub mod encoding;
 pub mod hls;
 pub mod key;
 pub mod metrics;
