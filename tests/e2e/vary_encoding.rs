@@ -554,3 +554,51 @@ async fn hls_prefetch_warms_the_players_encoding_class() {
         assert_eq!(nginx.requests(&path).len(), 1, "{path}: no further fill");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compression_plugin_encodes_hits_per_class_from_one_stored_object() {
+    // An origin that does not compress: its plain response (no `Vary`) is stored once, and
+    // the `compression` plugin encodes it on the way out with a coding the client's class
+    // accepts (its own preference: br, zstd, gzip).
+    let content = text(8192, 9);
+    let nginx = Nginx::start(&[("plain/doc.txt", &content)]);
+    let disk = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _m = Meridian::start(&edge_yaml(port, nginx.port, disk.path()));
+    let c = client();
+    let url = format!("http://127.0.0.1:{port}/plain/doc.txt");
+    let cases = [
+        (Some("gzip, deflate, br, zstd"), Some("br")),
+        (Some("gzip, deflate, br"), Some("br")),
+        (Some("gzip;q=0.5, zstd"), Some("zstd")),
+        (Some("gzip, deflate"), Some("gzip")),
+        (Some("deflate"), None),
+        (None, None),
+    ];
+    for round in 0..2 {
+        for (ae, want) in cases {
+            let a = fetch(&c, reqwest::Method::GET, &url, ae, None).await;
+            assert_eq!(a.status, 200, "{ae:?}: {}", a.cache_status);
+            assert_eq!(
+                a.encoding.as_deref(),
+                want,
+                "round {round} {ae:?}: {}",
+                a.cache_status
+            );
+            assert!(decoded(&a) == content, "round {round} {ae:?}: the content");
+            assert!(
+                a.vary.to_ascii_lowercase().contains("accept-encoding"),
+                "round {round} {ae:?}: vary {:?}",
+                a.vary
+            );
+            let first = round == 0 && ae == cases[0].0;
+            assert_eq!(
+                a.cache_status.contains("; hit"),
+                !first,
+                "round {round} {ae:?}: {}",
+                a.cache_status
+            );
+        }
+    }
+    assert_eq!(nginx.requests("/plain/doc.txt").len(), 1, "one fill");
+}
