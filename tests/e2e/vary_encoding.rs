@@ -35,7 +35,9 @@ impl Nginx {
     /// Starts nginx (one process, in the foreground) with `files` under its root; waits
     /// (≤ 10 s) until it answers. Everything is `text/plain`, fresh for an hour, gzipped for
     /// clients that accept it with `Vary: Accept-Encoding`, except: `/novary/` compresses
-    /// without `Vary` (gzip_vary off); `/plain/` does not compress; `/hls/` serves playlists
+    /// without `Vary` (gzip_vary off); `/always/` sends the `.gz` file next to the one asked
+    /// for whatever the client accepts (`gzip_static always`); `/plain/` does not compress;
+    /// `/hls/` serves playlists
     /// and MPEG-TS segments uncompressed with `Vary: Accept-Encoding`, as frameworks'
     /// compression middleware add it to every response.
     fn start(files: &[(&str, &[u8])]) -> Nginx {
@@ -76,6 +78,7 @@ http {{
         expires 1h;
         location /novary/ {{ gzip_vary off; }}
         location /plain/ {{ gzip off; }}
+        location /always/ {{ gzip_static always; }}
         location /hls/ {{
             types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}
             add_header Vary Accept-Encoding;
@@ -480,6 +483,56 @@ async fn encoded_responses_without_vary_never_reach_identity_clients() {
         );
     }
     assert_eq!(nginx.requests("/novary/large.txt").len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gzip_the_class_does_not_accept_is_never_served_from_cache() {
+    // nginx's `gzip_static always` answers every request with the gzip file: right for the
+    // gzip classes (stored, then hits), not for the identity class (forwarded as the origin
+    // sent it, never stored: no client of the class gets it from the cache).
+    let small = text(2000, 13);
+    let large = text(64 << 10, 17);
+    let gz = |plain: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut enc, plain).expect("gzip");
+        enc.finish().expect("gzip")
+    };
+    let (small_gz, large_gz) = (gz(&small), gz(&large));
+    let nginx = Nginx::start(&[
+        ("always/small.txt", &small),
+        ("always/small.txt.gz", &small_gz),
+        ("always/large.txt", &large),
+        ("always/large.txt.gz", &large_gz),
+    ]);
+    let disk = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _m = Meridian::start(&edge_yaml(port, nginx.port, disk.path()));
+    let c = client();
+    for path in ["/always/small.txt", "/always/large.txt"] {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        for round in 0..3 {
+            for ae in [None, Some("deflate"), Some("gzip, deflate")] {
+                let a = fetch(&c, reqwest::Method::GET, &url, ae, None).await;
+                assert_eq!(a.status, 200, "{path} {ae:?}: {}", a.cache_status);
+                assert_eq!(a.encoding.as_deref(), Some("gzip"), "{path} {ae:?}");
+                let identity = ae.is_none_or(|v| !v.contains("gzip"));
+                let want = if identity {
+                    "fwd=uri-miss; detail=content-encoding"
+                } else if round == 0 {
+                    "fwd=uri-miss; stored"
+                } else {
+                    "; hit"
+                };
+                assert!(
+                    a.cache_status.contains(want),
+                    "{path} round {round} {ae:?}: {}",
+                    a.cache_status
+                );
+            }
+        }
+        // Six identity-class requests and one gzip fill reached the origin.
+        assert_eq!(nginx.requests(path).len(), 7, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
