@@ -156,10 +156,11 @@ impl Encodings {
     }
 
     /// Whether a response with `Content-Encoding: content_encoding` may be served to every
-    /// client of `class`: each coding it names is `identity` or one of the class's. A coding
-    /// the route does not list (`deflate`, `compress`) is refused too: the origin was asked
-    /// with the class's value, which does not name it, so it ignored the request and some
-    /// clients of the class may not decode it.
+    /// client of `class`: false when it names one of the route's codings the class does not
+    /// accept. A coding the route does not list (`deflate`, a private one) cannot be judged by
+    /// the class and is allowed: every client of the class sends the origin the same value,
+    /// so the stored response is what the origin answers each of them (RFC 9111 §3.1: a cache
+    /// stores `Content-Encoding` as it came).
     pub fn serves(&self, class: Class, content_encoding: &[u8]) -> bool {
         content_encoding
             .split(|&b| b == b',')
@@ -174,7 +175,7 @@ impl Encodings {
                 self.codings
                     .iter()
                     .position(|n| n.as_bytes().eq_ignore_ascii_case(c))
-                    .is_some_and(|i| class.has(i))
+                    .is_none_or(|i| class.has(i))
             })
     }
 }
@@ -395,10 +396,11 @@ mod tests {
         assert!(!e.serves(Class::IDENTITY, b"gzip"));
         assert!(e.serves(Class::IDENTITY, b"identity"));
         assert!(e.serves(Class::IDENTITY, b""));
-        // Not one of the route's codings: the origin ignored the class's value.
-        assert!(!e.serves(Class::IDENTITY, b"deflate"));
-        assert!(!e.serves(gzip, b"x-custom"));
+        // Not one of the route's codings: the class cannot judge it.
+        assert!(e.serves(Class::IDENTITY, b"deflate"));
+        assert!(e.serves(Class::IDENTITY, b"x-custom"));
         assert!(e.serves(gzip, b"identity, GZIP"));
+        assert!(!e.serves(gzip, b"x-custom, br"));
         assert!(!e.serves(gzip, b"gzip, br"));
         assert!(is_encoded(b"gzip"));
         assert!(is_encoded(b"x-custom"));
