@@ -332,6 +332,41 @@ mod tests {
     }
 
     #[test]
+    fn garbage_is_read_without_panicking() {
+        let e = defaults();
+        let cases: [(&[u8], &str); 9] = [
+            (b"\xff\xfe, gzip", "gzip"),
+            (b"gz\x00ip, br", "br"),
+            (b";q=1", "identity"),
+            (b";;;,,,", "identity"),
+            (b"gzip;;q=0", "identity"),
+            (b"gzip;q", "gzip"),
+            (b"gzip;=;q=0.5", "gzip"),
+            (b"gzip q=0", "identity"),
+            (b"\t gzip\t;\tq=0.5\t", "gzip"),
+        ];
+        for (header, want) in cases {
+            let class = e.classify([header]);
+            assert_eq!(e.value(class), want, "{header:?}");
+        }
+        // Pseudo-random bytes from the header's alphabet: any class, and its value reads back.
+        let alphabet = b"gzipbrstd*;q=0.15, \t\xff";
+        let mut x = 0x9e37_79b9_u32;
+        for _ in 0..20_000 {
+            let header: Vec<u8> = (0..(x % 40))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    alphabet[(x % alphabet.len() as u32) as usize]
+                })
+                .collect();
+            let class = e.classify([header.as_slice()]);
+            assert_eq!(e.classify([e.value(class).as_bytes()]), class, "{header:?}");
+        }
+    }
+
+    #[test]
     fn several_field_lines_are_one_list() {
         let e = defaults();
         let class = e.classify([b"gzip".as_slice(), b"br;q=0.8".as_slice()]);
