@@ -266,8 +266,8 @@ fn text(len: usize, seed: u32) -> Vec<u8> {
 }
 
 /// The edge: memory and disk tiers (objects over 4 KiB on disk only), and default route
-/// configs but for `/hls/` (the HLS profile, prefetching 2 segments) and `/plain/` (the
-/// `compression` plugin).
+/// configs but for `/hls/` (the HLS profile, prefetching 2 segments), `/plain/` (the
+/// `compression` plugin) and `/raw/` (`accept_encoding: []`).
 fn edge_yaml(port: u16, origin: u16, disk: &Path) -> String {
     with_listener(
         port,
@@ -285,6 +285,10 @@ routes:
     cache: {{}}
     plugins:
       - compression: {{ min_size: 1KiB }}
+  - name: raw
+    match: {{ path_prefix: /raw/ }}
+    upstream: origin
+    cache: {{ accept_encoding: [] }}
   - name: edge
     match: {{ path_prefix: / }}
     upstream: origin
@@ -654,4 +658,37 @@ async fn compression_plugin_encodes_hits_per_class_from_one_stored_object() {
         }
     }
     assert_eq!(nginx.requests("/plain/doc.txt").len(), 1, "one fill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accept_encoding_off_leaves_the_header_to_the_allow_list() {
+    // `accept_encoding: []`: the client's value goes to the origin as sent, and a response
+    // varying on it is not stored, as `vary` does not list it.
+    let content = text(2000, 29);
+    let nginx = Nginx::start(&[("raw/doc.txt", &content)]);
+    let disk = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _m = Meridian::start(&edge_yaml(port, nginx.port, disk.path()));
+    let c = client();
+    let url = format!("http://127.0.0.1:{port}/raw/doc.txt");
+    for _ in 0..2 {
+        let a = fetch(
+            &c,
+            reqwest::Method::GET,
+            &url,
+            Some("gzip, deflate, br"),
+            None,
+        )
+        .await;
+        check_full(&a, Some("gzip"), &content, "/raw/doc.txt");
+        assert!(
+            a.cache_status.contains("fwd=uri-miss; detail=vary"),
+            "{}",
+            a.cache_status
+        );
+    }
+    assert_eq!(
+        nginx.requests("/raw/doc.txt"),
+        ["gzip, deflate, br", "gzip, deflate, br"]
+    );
 }
