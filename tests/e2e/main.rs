@@ -36,5 +36,6 @@ mod timeouts;
 mod tls;
 mod upgrade;
 mod urls;
+mod vary_encoding;
 mod video;
 mod workers;

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use cdn_edge::shield::{TierGuard, TIER_HEADER};
 
-use super::error::Errors;
+use cdn_edge::encoding::{self, DEFAULT_CODINGS, MAX_CODINGS};
 use cdn_edge::hls::{HlsRules, MAX_PREFETCH};
 
+use super::error::Errors;
+
 use super::fields::{
-    choice, duration, list_of, non_empty, number, positive_duration, size, size_usize, Fields,
+    choice, duration, list, list_of, non_empty, number, positive_duration, size, size_usize, Fields,
 };
 use super::model::{
     CacheDisk, CacheProfile, CacheQuery, CacheStorage, Route, RouteCache, RouteShield,
@@ -151,6 +153,12 @@ pub(crate) fn read_route_cache(
     });
     let query = f.get_or("query", CacheQuery::All, errs, read_query);
     let vary = f.get_or("vary", Vec::new(), errs, header_names);
+    let accept_encoding = f.get_or(
+        "accept_encoding",
+        DEFAULT_CODINGS.iter().map(|c| (*c).to_string()).collect(),
+        errs,
+        codings,
+    );
     let mut lock_pos = f.pos();
     let lock_timeout = f.get_or("lock_timeout", Duration::from_secs(5), errs, |n, p, e| {
         lock_pos = n.pos;
@@ -192,6 +200,7 @@ pub(crate) fn read_route_cache(
         stale_if_error,
         query,
         vary,
+        accept_encoding,
         lock_timeout,
         max_object,
         hls,
@@ -402,6 +411,39 @@ fn names(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
     Some(list)
 }
 
+/// `accept_encoding: [br, gzip]`: at most [`MAX_CODINGS`] distinct content codings, lower
+/// case (see [`encoding::coding`]).
+fn codings(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
+    let items = list(node, path, errs)?;
+    if items.len() > MAX_CODINGS {
+        errs.add(
+            node.pos,
+            format!(
+                "{path}: expected at most {MAX_CODINGS} codings, found {}",
+                items.len()
+            ),
+        );
+        return None;
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let name = non_empty(item, &format!("{path}[{i}]"), errs)?;
+        let name = match encoding::coding(&name) {
+            Ok(name) => name,
+            Err(why) => {
+                errs.add(item.pos, format!("{path}[{i}]: {why}"));
+                return None;
+            }
+        };
+        if out.contains(&name) {
+            errs.add(item.pos, format!("{path}[{i}]: \"{name}\" is listed twice"));
+            return None;
+        }
+        out.push(name);
+    }
+    Some(out)
+}
+
 /// A bounded list of valid header names, lower-cased.
 fn header_names(node: &Node, path: &str, errs: &mut Errors) -> Option<Vec<String>> {
     let list = names(node, path, errs)?;
@@ -460,6 +502,65 @@ mod tests {
         assert_eq!(rc.lock_timeout, Duration::from_secs(5));
         assert_eq!(rc.default_ttl, None);
         assert_eq!(rc.stale_if_error, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn accept_encoding_reads_with_its_default() {
+        let cfg = load_str(&format!("{}cache: {{}}\n", route("{}")), "t.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rc = cfg.routes[0].cache.clone().expect("route cache");
+        assert_eq!(rc.accept_encoding, ["br", "zstd", "gzip"]);
+        assert!(rc.vary.is_empty(), "the allow-list stays empty");
+        let cases: [(&str, &[&str]); 3] = [
+            ("{ accept_encoding: [GZIP, Br] }", &["gzip", "br"]),
+            (
+                "{ accept_encoding: [x-gzip, deflate] }",
+                &["gzip", "deflate"],
+            ),
+            ("{ accept_encoding: [] }", &[]),
+        ];
+        for (cache, want) in cases {
+            let text = format!("{}cache: {{}}\n", route(cache));
+            let cfg = load_str(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+            let rc = cfg.routes[0].cache.clone().expect("route cache");
+            assert_eq!(rc.accept_encoding, want, "{cache}");
+        }
+    }
+
+    #[test]
+    fn bad_accept_encoding_is_explained_with_its_position() {
+        // `route` puts the route on line 4; the cache mapping starts at column 54.
+        let cases = [
+            (
+                "{ accept_encoding: [br, identity] }",
+                "t.yaml:4:78: routes[0].cache.accept_encoding[1]: \"identity\" is not a content coding a response can carry",
+            ),
+            (
+                "{ accept_encoding: [gzip, \"*\"] }",
+                "t.yaml:4:80: routes[0].cache.accept_encoding[1]: \"*\" is not a content coding",
+            ),
+            (
+                "{ accept_encoding: [\"g zip\"] }",
+                "t.yaml:4:74: routes[0].cache.accept_encoding[0]: \"g zip\" is not a content coding",
+            ),
+            (
+                "{ accept_encoding: [gzip, x-gzip] }",
+                "t.yaml:4:80: routes[0].cache.accept_encoding[1]: \"gzip\" is listed twice",
+            ),
+            (
+                "{ accept_encoding: [a, b, c, d, e] }",
+                "t.yaml:4:73: routes[0].cache.accept_encoding: expected at most 4 codings, found 5",
+            ),
+            (
+                "{ accept_encoding: gzip }",
+                "t.yaml:4:73: routes[0].cache.accept_encoding: expected a list",
+            ),
+        ];
+        for (cache, want) in cases {
+            let text = format!("{}cache: {{}}\n", route(cache));
+            let err = load_str(&text, "t.yaml").expect_err(want).to_string();
+            assert!(err.contains(want), "{want}\n  not in\n{err}");
+        }
     }
 
     #[test]

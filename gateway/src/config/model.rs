@@ -804,6 +804,10 @@ pub struct RouteCache {
     pub query: CacheQuery,
     /// Request headers (lower case) a response may vary on; others in `Vary` are not stored.
     pub vary: Vec<String>,
+    /// Content codings (lower case) the request's `Accept-Encoding` is normalised over
+    /// (default br, zstd, gzip; empty: not normalised, and `Accept-Encoding` is allowed in
+    /// `Vary` only when `vary` lists it).
+    pub accept_encoding: Vec<String>,
     /// How long a request waits for another request's fill of the same object (default 5s).
     #[serde(serialize_with = "ser_duration")]
     pub lock_timeout: Duration,

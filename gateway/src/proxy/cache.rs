@@ -9,14 +9,19 @@
 //!   request); headers that would change the response without being keyed are removed
 //!   ([`UNKEYED_HEADERS`]), and `Range` from a HEAD (ranges are defined for GET only); other
 //!   methods bypass the cache and, when unsafe, invalidate the URL after a successful
-//!   response (RFC 9111 §4.4).
+//!   response (RFC 9111 §4.4). `Accept-Encoding` is normalised to its class
+//!   ([`cdn_edge::encoding`]): the variance key and the request sent upstream carry the class.
 //! * `cache_key_callback` ([`key`]): scheme, host, path, normalised query.
-//! * `upstream_response_filter` ([`upstream_response`]): a 304 that validates a stale object
-//!   is kept, for the next step to merge.
+//! * `upstream_response_filter`: a 304 that validates a stale object is kept, for the next
+//!   step to merge ([`upstream_response`]); an encoded response that does not say
+//!   `Vary: Accept-Encoding` gets it, so it is never served to a client of another class (and
+//!   so does a plain one to the identity class, so it does not replace encoded ones)
+//!   ([`vary_encoded`]).
 //! * `response_cache_filter` ([`cacheable`]): [`cdn_edge::policy::decide`], after refusing
-//!   responses that vary on headers the route does not allow; on a revalidation, over the
-//!   stored header freshened with every field of the 304 ([`cdn_edge::freshen::merge`]),
-//!   which pingora then writes back to storage (`update_meta`).
+//!   responses that vary on headers the route does not allow, or that carry a coding the
+//!   request's class does not accept; on a revalidation, over the stored header freshened
+//!   with every field of the 304 ([`cdn_edge::freshen::merge`]), which pingora then writes
+//!   back to storage (`update_meta`).
 //! * `cache_vary_filter` ([`variance`]): the stored response's `Vary` over the request.
 //! * `should_serve_stale` ([`serve_stale`]): within the object's stale-while-revalidate or
 //!   stale-if-error windows (pingora checks them; the route's `stale_if_error`, 1 hour by
@@ -30,6 +35,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use cdn_edge::encoding::{self, Class, Encodings};
 use cdn_edge::key::QueryRule;
 use cdn_edge::metrics::CacheMetrics;
 use cdn_edge::policy::Policy;
@@ -136,8 +142,11 @@ pub struct RouteCachePlan {
     pub policy: Policy,
     /// Query parameters in the key.
     pub query: QueryRule,
-    /// Request headers a response may vary on.
+    /// Request headers a response may vary on (with `Accept-Encoding` when `encodings` is
+    /// set, so the HLS prefetcher forwards the normalised value too).
     pub vary: Vec<HeaderName>,
+    /// The codings `Accept-Encoding` is normalised over; `None`: not normalised.
+    pub encodings: Option<Encodings>,
     /// How long a request waits for another request's fill.
     pub lock_timeout: Duration,
     /// Largest object this route stores (`None`: the storage's limit).
@@ -155,6 +164,17 @@ impl RouteCachePlan {
             CacheQuery::Deny(names) => QueryRule::Deny(names.clone()),
             CacheQuery::Ignore => QueryRule::Ignore,
         };
+        let encodings = (!cfg.accept_encoding.is_empty())
+            .then(|| Encodings::new(&cfg.accept_encoding).ok())
+            .flatten();
+        let mut vary: Vec<HeaderName> = cfg
+            .vary
+            .iter()
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        if encodings.is_some() && !vary.contains(&http::header::ACCEPT_ENCODING) {
+            vary.push(http::header::ACCEPT_ENCODING);
+        }
         Arc::new(Self {
             profile: cfg.profile,
             hls: (cfg.profile == CacheProfile::Hls).then(|| cfg.hls.clone()),
@@ -165,11 +185,8 @@ impl RouteCachePlan {
                 stale_if_error: cfg.stale_if_error,
             },
             query,
-            vary: cfg
-                .vary
-                .iter()
-                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-                .collect(),
+            vary,
+            encodings,
             lock_timeout: cfg.lock_timeout,
             max_object: cfg.max_object,
             shield: cfg
@@ -211,6 +228,8 @@ pub struct CacheState {
     /// Fields of the stored response that its stored copy omits (`private="…"`,
     /// `no-cache="…"`): the response that filled the cache still carries them.
     pub withheld: Vec<(HeaderName, http::HeaderValue)>,
+    /// The request's `Accept-Encoding` class, when the cache is on and normalises it.
+    pub encoding_class: Option<Class>,
 }
 
 /// `request_cache_filter`: enables the cache for GET/HEAD on a cached route.
@@ -246,6 +265,9 @@ pub fn enable(session: &mut Session, state: &mut CacheState, plan: Option<Arc<Ro
         // `Range` on other methods; pingora's range filter would answer a HEAD with 206.
         req.remove_header(&http::header::RANGE);
     }
+    if let Some(encodings) = &plan.encodings {
+        state.encoding_class = Some(normalize_accept_encoding(req, encodings));
+    }
     let mut overrides = CacheOptionOverrides::default();
     overrides.wait_timeout = Some(timeout);
     session
@@ -255,6 +277,56 @@ pub fn enable(session: &mut Session, state: &mut CacheState, plan: Option<Arc<Ro
         .and_then(|m| usize::try_from(m).ok())
         .map_or(edge.max_object, |m| m.min(edge.max_object));
     session.cache.set_max_file_size_bytes(max);
+}
+
+/// Replaces the request's `Accept-Encoding` by the canonical value of its class, which the
+/// variance key, the origin (on a miss) and the `compression` plugin then see; returns the
+/// class. The plugin so picks a coding every client of the class accepts (by its own
+/// preference order, not the client's q-values).
+fn normalize_accept_encoding(req: &mut RequestHeader, encodings: &Encodings) -> Class {
+    let class = encodings.classify(
+        req.headers
+            .get_all(http::header::ACCEPT_ENCODING)
+            .iter()
+            .map(http::HeaderValue::as_bytes),
+    );
+    // Inserting a valid value into a request header cannot fail.
+    let _ = req.insert_header(
+        http::header::ACCEPT_ENCODING,
+        encodings.value(class).clone(),
+    );
+    class
+}
+
+/// `upstream_response_filter` on a cached GET/HEAD whose `Accept-Encoding` was normalised: a
+/// response without `Vary: Accept-Encoding` gets it when it is encoded (an origin that forgot
+/// it, as nginx's default `gzip_vary off`), so it is never served to a client of another
+/// class; and when the request's class is identity, since a plain answer to a client that
+/// accepts no coding says nothing of what the origin sends others (stored without `Vary`, it
+/// would replace their encoded variants). A plain answer to a class that accepts codings is
+/// left as is: stored once, it serves every class.
+pub fn vary_encoded(state: &CacheState, resp: &mut ResponseHeader) {
+    let Some(class) = state.encoding_class else {
+        return;
+    };
+    if resp.status == http::StatusCode::NOT_MODIFIED {
+        return;
+    }
+    let encoded = resp
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| encoding::is_encoded(v.as_bytes()));
+    let varies = resp
+        .headers
+        .get_all(http::header::VARY)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|n| n == b"*" || n.eq_ignore_ascii_case(b"accept-encoding"));
+    if (encoded || class == Class::IDENTITY) && !varies {
+        let _ = resp.append_header(http::header::VARY, "Accept-Encoding");
+    }
 }
 
 /// The scheme of a listener, as keys and purge URLs spell it.
@@ -316,6 +388,17 @@ pub fn cacheable(
     if !vary_ok {
         state.not_stored = Some("vary");
         return RespCacheable::Uncacheable(NoCacheReason::Custom("vary"));
+    }
+    if let (Some(encodings), Some(class)) = (&plan.encodings, state.encoding_class) {
+        let servable = resp
+            .headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .all(|v| encodings.serves(class, v.as_bytes()));
+        if !servable {
+            state.not_stored = Some("content-encoding");
+            return RespCacheable::Uncacheable(NoCacheReason::Custom("content-encoding"));
+        }
     }
     let authorization = req.headers.contains_key(http::header::AUTHORIZATION);
     let hls = hls::freshness(&plan, req, resp);

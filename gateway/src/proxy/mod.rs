@@ -511,6 +511,7 @@ impl ProxyHttp for MeridianProxy {
         attempt::response_received(session, upstream_response, ctx)?;
         forward::strip_response_hop_by_hop(upstream_response);
         cache::upstream_response(session, upstream_response, &mut ctx.cache);
+        cache::vary_encoded(&ctx.cache, upstream_response);
         // The HTTP version is per hop: the client talks to Meridian, which speaks HTTP/1.1
         // even when an HTTP/1.0 upstream answered.
         if upstream_response.version == http::Version::HTTP_10 {

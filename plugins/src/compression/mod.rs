@@ -10,8 +10,9 @@
 //!
 //! [`ResponseEncoder`] is pingora's compression context wrapped as a downstream module that
 //! finishes brotli streams properly; the gateway installs it in place of pingora's default
-//! compression module. Only upstream responses are compressed: local responses of later plugins
-//! (a 413, a 429) are a line of text.
+//! compression module. Only responses from the upstream or the cache are compressed (a cached
+//! response is stored as the origin sent it and encoded for each client on the way out):
+//! local responses of later plugins (a 413, a 429) are a line of text.
 
 use std::sync::{Arc, OnceLock};
 
@@ -22,6 +23,7 @@ use http::header::{
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use pingora::Result;
+use pingora_cache::CachePhase;
 use prometheus::IntCounterVec;
 use serde::Deserialize;
 
@@ -288,7 +290,12 @@ impl Plugin for Compression {
         response: &mut ResponseHeader,
         ctx: &mut PluginCtx,
     ) -> Result<()> {
-        if ctx.extensions.get::<Upstreamed>().is_none() || !self.eligible(response) {
+        let upstream_or_cache = ctx.extensions.get::<Upstreamed>().is_some()
+            || matches!(
+                session.cache.phase(),
+                CachePhase::Hit | CachePhase::Stale | CachePhase::StaleUpdating
+            );
+        if !upstream_or_cache || !self.eligible(response) {
             return Ok(());
         }
         add_vary(response, &ACCEPT_ENCODING);
