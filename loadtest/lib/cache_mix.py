@@ -6,8 +6,9 @@ Three commands, each called by `compare` (standard library only):
   prints, tab-separated, the requests, the 304s among them, and the requests per object class
   (`/mix/CLASS/N`, in the order of `CLASSES`).
 - `table PROFILE HITS_TSV` prints the markdown table of hit ratios and origin requests from the
-  rows `compare` recorded (one per measured run: profile, server, client requests, the six
-  origin counts, responses with a cache verdict header, hits among them), summed over rounds.
+  rows `compare` recorded (one per measured run: profile, server, client requests completed, the
+  six origin counts, responses with a cache verdict header, hits among them, and the requests
+  sent per class), summed over rounds.
 - `check-variants URL ROOT OBJECTS` asks the contender at URL for `/mix/vary/1..OBJECTS` with each
   of `ENCODINGS`, twice (the second answer is normally from the cache), and checks that each
   answer is one the client can read: gzip only when the client accepts gzip, and the body, once
@@ -61,32 +62,36 @@ def _pct(part: float, whole: float) -> str:
 def hit_table(profile: str, rows: Iterable[list[str]]) -> str:
     """Render `profile`'s rows as a markdown table, one line per server in first-seen order.
 
-    Each row is [profile, server, client requests, origin total, 304s, vary, reval, swr, long,
-    cache_seen, cache_hits]; empty fields count as 0. Per class, the client requests are a
-    quarter of all (the wrk script's fixed cycle). Empty string when the profile has no rows.
+    Each row is [profile, server, requests completed, origin total, 304s, then the origin
+    requests per class of CLASSES, responses with a verdict header, hits among them, then the
+    requests sent per class]; empty fields count as 0. Hit ratios are out of the requests sent
+    (the completed ones and the few in flight when the run ended, which reached the origin
+    too). Empty string when the profile has no rows.
     """
+    k = len(CLASSES)
+    width = 5 + 2 * k
     totals: dict[str, list[int]] = {}
     for f in rows:
-        if len(f) < 11 or f[0] != profile:
+        if len(f) < 2 + width or f[0] != profile:
             continue
-        row = totals.setdefault(f[1], [0] * 9)
-        for i, v in enumerate(f[2:11]):
+        row = totals.setdefault(f[1], [0] * width)
+        for i, v in enumerate(f[2 : 2 + width]):
             row[i] += int(v or 0)
     if not totals:
         return ""
     out = [
         "### Hit ratio and origin requests (measured runs, summed over rounds)",
         "",
-        "| Server | Client requests | Origin requests | of which 304 | Hit ratio (origin) "
-        "| Hit ratio (cache header) | " + " | ".join(f"{c}: origin (hit)" for c in CLASSES) + " |",
-        "|---|" + "---:|" * (5 + len(CLASSES)),
+        "| Server | Requests sent | Origin requests | of which 304 | Hit ratio (origin) "
+        "| Hit ratio (cache header) | " + " | ".join(f"{c}: origin (hit ratio)" for c in CLASSES) + " |",
+        "|---|" + "---:|" * (5 + k),
     ]
-    for server, (n, o, o304, *rest) in totals.items():
-        per_class, (seen, hits) = rest[: len(CLASSES)], rest[len(CLASSES) :]
+    for server, r in totals.items():
+        o, o304, by_class, (seen, hits), sent_by_class = r[1], r[2], r[3 : 3 + k], r[3 + k : 5 + k], r[5 + k :]
+        sent = sum(sent_by_class)
         header = f"{_pct(hits, seen)} of {seen}" if seen > 0 else "no header"
-        share = n / len(CLASSES)
-        classes = " | ".join(f"{c} ({_pct(share - c, share)})" for c in per_class)
-        out.append(f"| {server} | {n} | {o} | {o304} | {_pct(n - o, n)} | {header} | {classes} |")
+        classes = " | ".join(f"{c} ({_pct(n - c, n)})" for c, n in zip(by_class, sent_by_class, strict=True))
+        out.append(f"| {server} | {sent} | {o} | {o304} | {_pct(sent - o, sent)} | {header} | {classes} |")
     return "\n".join(out) + "\n"
 
 
