@@ -1,5 +1,5 @@
-//! Prometheus metrics of the cache, in their own registry (the gateway renders it with its
-//! own). Every label has a fixed, small set of values.
+//! Prometheus metrics of the cache, in their own registry (each gateway owns one and renders it
+//! with its own). Every label has a fixed, small set of values.
 //!
 //! * `meridian_cache_requests_total{result}`: `hit`, `miss`, `collapsed` (waited for another
 //!   request's fill), `stale` (served stale: while revalidating or on an origin error),
@@ -16,8 +16,6 @@
 //!   shield address (bounded by the configured shields) and `ok` (answered), `error` (failed
 //!   after connecting), `connect_error` (failed over); `{shield="origin",result="fallback"}`
 //!   counts fills that went to the origin because every shield refused.
-
-use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -133,21 +131,6 @@ impl CacheMetrics {
             last_prefetch: Mutex::new(PrefetchStatsSnapshot::default()),
             shield,
         })
-    }
-
-    /// The process-wide cache metrics, created on first use (`None` only if the fixed
-    /// definitions above were invalid, which the unit test rules out).
-    pub fn global() -> Option<&'static CacheMetrics> {
-        static GLOBAL: OnceLock<Option<CacheMetrics>> = OnceLock::new();
-        GLOBAL
-            .get_or_init(|| match CacheMetrics::new() {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    log::error!("cache metrics unavailable: {e}");
-                    None
-                }
-            })
-            .as_ref()
     }
 
     /// Counts one response by its `Cache-Status`.

@@ -17,6 +17,7 @@ use pingora::server::Server;
 use crate::config::{self, Config, ConfigErrors};
 use crate::control::ControlRuntime;
 use crate::plan::Plan;
+use crate::proxy::cache::EdgeCache;
 use crate::reload::GatewayState;
 use crate::server::watchdog::WorkerHealth;
 use crate::telemetry::{Metrics, Telemetry};
@@ -73,12 +74,14 @@ impl GatewayBuilder {
             .build()
             .map_err(|e| vec![format!("runtime: {e}")])?;
         let mut errors = Vec::new();
+        let metrics = Metrics::new().map_err(|e| vec![format!("metrics: {e}")])?;
         if let Err(mut e) = Plan::build(
             Arc::new(self.config.clone()),
             &source,
             None,
             &self.registry,
             rt.handle(),
+            &metrics,
         ) {
             errors.append(&mut e);
         }
@@ -108,10 +111,14 @@ impl GatewayBuilder {
         let source = self.source();
         let telemetry = Telemetry::new(&self.config.telemetry)
             .map_err(|e| vec![format!("{source}: telemetry: {e}")])?;
-        if let Some(cache) = &self.config.cache {
-            crate::proxy::cache::install(cache)
-                .map_err(|e| vec![format!("{source}: cache: cannot open the storage: {e}")])?;
-        }
+        let metrics = telemetry.metrics().clone();
+        let edge = match &self.config.cache {
+            Some(cache) => Some(
+                EdgeCache::open(cache, metrics.clone())
+                    .map_err(|e| vec![format!("{source}: cache: cannot open the storage: {e}")])?,
+            ),
+            None => None,
+        };
         let config = Arc::new(self.config);
         let plan = Plan::build(
             config.clone(),
@@ -119,10 +126,12 @@ impl GatewayBuilder {
             None,
             &self.registry,
             control.handle(),
+            &metrics,
         )?;
         let state = Arc::new(GatewayState::new(
             plan,
             Arc::new(telemetry),
+            edge,
             self.registry,
             self.path,
             control.handle().clone(),
@@ -131,9 +140,7 @@ impl GatewayBuilder {
                 config.server.stall_timeout,
             )),
         ));
-        control
-            .handle()
-            .spawn(state.workers.clone().watch(Metrics::global()));
+        control.handle().spawn(state.workers.clone().watch(metrics));
 
         let opt = Opt {
             upgrade: self.upgrade,

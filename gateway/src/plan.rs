@@ -93,14 +93,16 @@ impl RoutePlan {
 
 impl Plan {
     /// Compiles `config`. `previous` lends its upstream pools (with health state and connection
-    /// accounting) to upstreams whose config did not change. Errors are complete sentences,
-    /// prefixed with the config file position where one is known.
+    /// accounting) to upstreams whose config did not change. Metric handles are resolved on
+    /// `metrics`, the gateway's. Errors are complete sentences, prefixed with the config file
+    /// position where one is known.
     pub fn build(
         config: Arc<Config>,
         source: &str,
         previous: Option<&Plan>,
         registry: &Registry,
         rt: &tokio::runtime::Handle,
+        metrics: &Metrics,
     ) -> Result<Plan, Vec<String>> {
         let mut errors = Vec::new();
         let router = Router::new(&config.routes).map_err(|errs| {
@@ -110,8 +112,7 @@ impl Plan {
         });
         let upstreams =
             UpstreamRegistry::build(&config.upstreams, previous.map(|p| &p.upstreams), rt);
-        let breakers = BreakerRegistry::build(&config, previous.map(|p| &p.breakers));
-        let metrics = Metrics::global();
+        let breakers = BreakerRegistry::build(&config, previous.map(|p| &p.breakers), metrics);
         let mut upstream_plans: HashMap<String, Arc<UpstreamPlan>> = HashMap::new();
         for (name, cfg) in &config.upstreams {
             let Some(pool) = upstreams.get(name).cloned() else {

@@ -15,15 +15,19 @@ use log::{error, info, warn};
 
 use crate::config;
 use crate::plan::Plan;
+use crate::proxy::cache::EdgeCache;
 use crate::server::watchdog::WorkerHealth;
-use crate::telemetry::{Metrics, Telemetry};
+use crate::telemetry::Telemetry;
 
-/// Everything the admin API and the reload triggers share with the proxies.
+/// Everything the admin API and the reload triggers share with the proxies: the state of one
+/// running gateway. A reload swaps the plan and keeps the rest (metrics, cache).
 pub struct GatewayState {
     /// The plan every new request starts on.
     pub plan: Arc<ArcSwap<Plan>>,
     /// Metrics, access log and tracer.
     pub telemetry: Arc<Telemetry>,
+    /// The cache, when the config has a top-level `cache:` section.
+    pub edge: Option<Arc<EdgeCache>>,
     /// Plugin factories.
     pub registry: plugins::Registry,
     /// The config file, when the gateway was built from one (reload needs it).
@@ -55,15 +59,17 @@ impl GatewayState {
     pub fn new(
         plan: Plan,
         telemetry: Arc<Telemetry>,
+        edge: Option<Arc<EdgeCache>>,
         registry: plugins::Registry,
         config_path: Option<PathBuf>,
         rt: tokio::runtime::Handle,
         workers: Arc<WorkerHealth>,
     ) -> Self {
-        Metrics::global().set_config_generation(plan.generation);
+        telemetry.metrics().set_config_generation(plan.generation);
         Self {
             plan: Arc::new(ArcSwap::from_pointee(plan)),
             telemetry,
+            edge,
             registry,
             config_path,
             rt,
@@ -78,7 +84,7 @@ impl GatewayState {
     /// Reloads from the config file. Errors are `file:line:column: message` lines.
     pub fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let result = self.reload_inner();
-        Metrics::global().config_reloaded(result.is_ok());
+        self.telemetry.metrics().config_reloaded(result.is_ok());
         match &result {
             Ok(r) => info!("config reloaded: generation {}", r.generation),
             Err(errs) => error!(
@@ -129,12 +135,19 @@ impl GatewayState {
             warnings.push("OTLP exporter changes are applied by a restart".to_string());
         }
         let source = path.display().to_string();
-        let plan = Plan::build(Arc::new(cfg), &source, Some(&old), &self.registry, &self.rt)?;
+        let plan = Plan::build(
+            Arc::new(cfg),
+            &source,
+            Some(&old),
+            &self.registry,
+            &self.rt,
+            self.telemetry.metrics(),
+        )?;
         if let Err(e) = self.telemetry.reconfigure(&plan.config.telemetry) {
             return Err(vec![format!("{source}: telemetry.access_log: {e}")]);
         }
         let generation = plan.generation;
-        Metrics::global().set_config_generation(generation);
+        self.telemetry.metrics().set_config_generation(generation);
         self.plan.store(Arc::new(plan));
         for w in &warnings {
             warn!("{w}");

@@ -24,7 +24,6 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
 use crate::reload::GatewayState;
-use crate::telemetry::Metrics;
 
 mod breaker;
 mod dashboard;
@@ -45,7 +44,11 @@ impl AdminApp {
     /// An admin app over the gateway's shared state. Starts the dashboard's scrape task on the
     /// state's control runtime.
     pub fn new(state: Arc<GatewayState>, token: Option<String>) -> Self {
-        let dashboard = Dashboard::start(state.plan.clone(), &state.rt);
+        let own = dashboard::Own {
+            metrics: state.telemetry.metrics().clone(),
+            edge: state.edge.clone(),
+        };
+        let dashboard = Dashboard::start(state.plan.clone(), own, &state.rt);
         Self {
             state,
             token,
@@ -121,8 +124,10 @@ impl AdminApp {
 
     fn metrics(&self) -> String {
         let plan = self.state.plan.load();
-        let m = Metrics::global();
-        crate::proxy::cache::observe_storage();
+        let m = self.state.telemetry.metrics();
+        if let Some(edge) = &self.state.edge {
+            edge.observe();
+        }
         for (name, pool) in plan.upstreams.iter() {
             let handles = m.upstream_handles(name);
             for t in pool.snapshot().targets {
@@ -221,7 +226,7 @@ impl ServeHttp for AdminApp {
             }
             ("POST", "/admin/cache/purge") => {
                 let plan = self.state.plan.load_full();
-                match purge::purge(session, &plan).await {
+                match purge::purge(session, &plan, self.state.edge.as_deref()).await {
                     Ok(v) => json_reply(StatusCode::OK, &v),
                     Err(e) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": [e] })),
                 }

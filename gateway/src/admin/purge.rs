@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::plan::Plan;
-use crate::proxy::cache::{edge, EdgeCache};
+use crate::proxy::cache::EdgeCache;
 use crate::router::RequestView;
 
 /// Largest purge request body.
@@ -33,9 +33,13 @@ struct PurgeRequest {
     soft: bool,
 }
 
-/// Handles a purge request; `Err` is a client error message.
-pub(super) async fn purge(session: &mut ServerSession, plan: &Plan) -> Result<Value, String> {
-    let Some(edge) = edge() else {
+/// Handles a purge request on the gateway's cache (`edge`); `Err` is a client error message.
+pub(super) async fn purge(
+    session: &mut ServerSession,
+    plan: &Plan,
+    edge: Option<&EdgeCache>,
+) -> Result<Value, String> {
+    let Some(edge) = edge else {
         return Err("no cache is configured".into());
     };
     let mut body = Vec::new();

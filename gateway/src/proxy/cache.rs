@@ -1,7 +1,9 @@
 //! Caching on routes with `cache:`: the pingora-cache hooks of [`super::MeridianProxy`].
 //!
-//! One [`EdgeCache`] (storage and cache lock) exists per process, created by the builder from
-//! the top-level `cache:` section and kept across reloads. A route's [`RouteCachePlan`] says
+//! Each gateway has one [`EdgeCache`] (storage, cache lock, surrogate keys, HLS prefetcher, the
+//! cache metrics it counts on), created by the builder from the top-level `cache:` section,
+//! handed to every listener's proxy and to the admin service, and kept across reloads; a
+//! request on a cached route holds it in its [`CacheState`]. A route's [`RouteCachePlan`] says
 //! how its responses are keyed and stored. Per request:
 //!
 //! * `request_cache_filter` ([`enable`]): GET and HEAD on a cached route enable pingora-cache
@@ -32,7 +34,7 @@
 //!   the surrogate-key index, and the fields the stored copy omits (`private="…"`,
 //!   `no-cache="…"`) given back to the response that filled the cache.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cdn_edge::encoding::{self, Class, Encodings};
@@ -57,7 +59,9 @@ use smallvec::SmallVec;
 use cdn_edge::hls::HlsRules;
 
 use super::hls::{self, PlaylistFill};
+use super::prefetch::Warming;
 use crate::config::{CacheProfile, CacheQuery, CacheStorage, RouteCache};
+use crate::telemetry::Metrics;
 
 /// Request headers that change what some origins answer but are not part of the key: they
 /// are removed from cacheable requests unless the route lists them in `vary`.
@@ -80,7 +84,8 @@ const MAX_VARY_NAMES: usize = 16;
 /// How long a fill may hold a cache lock before waiters stop trusting it.
 const LOCK_AGE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The process's cache: storage, the lock that coalesces fills, the surrogate-key index.
+/// A gateway's cache: storage, the lock that coalesces fills, the surrogate-key index, the
+/// HLS prefetcher that warms it, and the gateway's metrics it counts on.
 pub struct EdgeCache {
     /// The tiered storage (memory, optional disk).
     pub storage: &'static TieredStorage,
@@ -90,45 +95,56 @@ pub struct EdgeCache {
     pub surrogates: SurrogateIndex,
     /// Largest object stored, over every tier.
     max_object: usize,
+    /// The gateway's metrics (the cache's are [`Metrics::cache`]).
+    metrics: Arc<Metrics>,
+    /// The HLS segment prefetcher and playlist index of this cache.
+    pub(super) warming: Warming,
 }
 
-static EDGE: OnceLock<EdgeCache> = OnceLock::new();
-
-/// The process's cache, when one was installed.
-pub fn edge() -> Option<&'static EdgeCache> {
-    EDGE.get()
-}
-
-/// Creates the process's cache from `config` (scans the disk tier: blocking). Called once,
-/// at start; later calls return the first cache.
-pub fn install(config: &CacheStorage) -> std::io::Result<&'static EdgeCache> {
-    if let Some(edge) = EDGE.get() {
-        return Ok(edge);
+impl EdgeCache {
+    /// Opens a gateway's cache from `config` (scans the disk tier: blocking), counting on
+    /// `metrics`. The builder calls it once per gateway. pingora-cache takes the storage and
+    /// the lock as `'static`: they are leaked, one of each per gateway built.
+    pub fn open(config: &CacheStorage, metrics: Arc<Metrics>) -> std::io::Result<Arc<EdgeCache>> {
+        let memory_bytes = usize::try_from(config.memory).unwrap_or(usize::MAX);
+        let memory_max_object = usize::try_from(config.memory_max_object).unwrap_or(usize::MAX);
+        let disk = config.disk.as_ref().map(|d| DiskConfig {
+            path: d.path.clone(),
+            bytes: d.size,
+            max_object: d.max_object,
+        });
+        let largest = disk.as_ref().map_or(config.memory_max_object, |d| {
+            d.max_object.max(config.memory_max_object)
+        });
+        let max_object = config.max_object.map_or(largest, |m| m.min(largest));
+        let storage = TieredStorage::new(StorageConfig {
+            memory_bytes,
+            memory_max_object,
+            disk,
+        })?
+        .leak();
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(LOCK_AGE_TIMEOUT));
+        Ok(Arc::new(EdgeCache {
+            storage,
+            lock,
+            surrogates: SurrogateIndex::default(),
+            max_object: usize::try_from(max_object).unwrap_or(usize::MAX),
+            metrics,
+            warming: Warming::default(),
+        }))
     }
-    let memory_bytes = usize::try_from(config.memory).unwrap_or(usize::MAX);
-    let memory_max_object = usize::try_from(config.memory_max_object).unwrap_or(usize::MAX);
-    let disk = config.disk.as_ref().map(|d| DiskConfig {
-        path: d.path.clone(),
-        bytes: d.size,
-        max_object: d.max_object,
-    });
-    let largest = disk.as_ref().map_or(config.memory_max_object, |d| {
-        d.max_object.max(config.memory_max_object)
-    });
-    let max_object = config.max_object.map_or(largest, |m| m.min(largest));
-    let storage = TieredStorage::new(StorageConfig {
-        memory_bytes,
-        memory_max_object,
-        disk,
-    })?
-    .leak();
-    let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(LOCK_AGE_TIMEOUT));
-    Ok(EDGE.get_or_init(|| EdgeCache {
-        storage,
-        lock,
-        surrogates: SurrogateIndex::default(),
-        max_object: usize::try_from(max_object).unwrap_or(usize::MAX),
-    }))
+
+    /// The cache's metrics.
+    pub fn metrics(&self) -> &CacheMetrics {
+        self.metrics.cache()
+    }
+
+    /// Copies the storage and prefetch statistics into the cache metrics (before a scrape).
+    pub fn observe(&self) {
+        let metrics = self.metrics();
+        metrics.observe_storage(&self.storage.stats_snapshot());
+        self.warming.observe(metrics);
+    }
 }
 
 /// A route's caching rules, compiled.
@@ -208,6 +224,8 @@ impl RouteCachePlan {
 pub struct CacheState {
     /// The route has `cache:`.
     pub plan: Option<Arc<RouteCachePlan>>,
+    /// The gateway's cache, on a cached route.
+    pub edge: Option<Arc<EdgeCache>>,
     /// Why the cache was not used for this request.
     pub bypass: Option<&'static str>,
     /// The forwarded response was found storable.
@@ -232,17 +250,24 @@ pub struct CacheState {
     pub encoding_class: Option<Class>,
 }
 
-/// `request_cache_filter`: enables the cache for GET/HEAD on a cached route.
-pub fn enable(session: &mut Session, state: &mut CacheState, plan: Option<Arc<RouteCachePlan>>) {
+/// `request_cache_filter`: enables the cache (`edge`, the gateway's) for GET/HEAD on a cached
+/// route.
+pub fn enable(
+    session: &mut Session,
+    state: &mut CacheState,
+    plan: Option<Arc<RouteCachePlan>>,
+    edge: Option<&Arc<EdgeCache>>,
+) {
     let Some(plan) = plan else { return };
     let method = session.req_header().method.clone();
     let timeout = hls::lock_timeout(&plan, session.req_header());
     let route_max = plan.max_object;
     state.plan = Some(plan.clone());
-    let Some(edge) = edge() else {
+    let Some(edge) = edge else {
         state.bypass = Some("no-storage");
         return;
     };
+    state.edge = Some(edge.clone());
     if method != Method::GET && method != Method::HEAD {
         state.bypass = Some("method");
         state.invalidate = !matches!(method, Method::OPTIONS | Method::TRACE | Method::CONNECT);
@@ -465,8 +490,8 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
 /// Counts the body bytes of a cached route's response by where they came from, and keeps
 /// the body of a playlist being stored.
 pub fn count_body(state: &mut CacheState, body: Option<&bytes::Bytes>) {
-    if let (Some(_), Some(b), Some(m)) = (&state.plan, body, CacheMetrics::global()) {
-        m.body_bytes(state.from_cache, b.len());
+    if let (Some(_), Some(b), Some(edge)) = (&state.plan, body, &state.edge) {
+        edge.metrics().body_bytes(state.from_cache, b.len());
     }
     let max = state
         .plan
@@ -485,21 +510,16 @@ pub async fn finish_request(session: &Session, state: &mut CacheState, tls: bool
     let Some(plan) = state.plan.clone() else {
         return;
     };
+    let Some(edge) = state.edge.clone() else {
+        return;
+    };
     let filled = match state.playlist_fill.take() {
-        Some(fill) => hls::finish_fill(session, &plan, fill).await,
+        Some(fill) => hls::finish_fill(session, &plan, fill, &edge).await,
         None => None,
     };
     if !tls {
-        super::prefetch::after_response(session, &plan, filled);
+        super::prefetch::after_response(session, &plan, filled, &edge.warming);
     }
-}
-
-/// Copies the storage and prefetch statistics into the cache metrics (before a scrape).
-pub fn observe_storage() {
-    if let (Some(edge), Some(m)) = (edge(), CacheMetrics::global()) {
-        m.observe_storage(&edge.storage.stats_snapshot());
-    }
-    super::prefetch::observe();
 }
 
 /// Why a stale object is being served instead of the origin's answer ([`serve_stale`]).
@@ -603,13 +623,13 @@ pub async fn finish_response(
     }
     let status = cache_status(session, state, upstream_status);
     state.from_cache = status.hit || matches!(session.cache.phase(), CachePhase::Revalidated);
-    if let Some(m) = CacheMetrics::global() {
-        m.record(&status);
-    }
     if let Ok(v) = http::HeaderValue::from_str(&status.render()) {
         let _ = resp.insert_header("cache-status", v);
     }
-    let Some(edge) = edge() else { return };
+    let Some(edge) = state.edge.clone() else {
+        return;
+    };
+    edge.metrics().record(&status);
     if state.invalidate && (200..400).contains(&resp.status.as_u16()) {
         let key = key(session.req_header(), host, tls, state.plan.as_deref());
         if let Err(e) = edge.storage.purge_url(&key.to_compact()).await {
@@ -661,8 +681,8 @@ pub fn error_status(session: &Session, state: &CacheState) -> Option<http::Heade
         status.forward = Some(Forward::UriMiss);
         status.detail = Some("origin-error");
     }
-    if let Some(m) = CacheMetrics::global() {
-        m.record(&status);
+    if let Some(edge) = &state.edge {
+        edge.metrics().record(&status);
     }
     http::HeaderValue::from_str(&status.render()).ok()
 }

@@ -20,7 +20,7 @@ use pingora::proxy::Session;
 use pingora_cache::trace::Span;
 use pingora_cache::{CacheMeta, CachePhase, Storage};
 
-use super::cache::{edge, RouteCachePlan};
+use super::cache::{EdgeCache, RouteCachePlan};
 
 /// A playlist being filled into the cache: its body, kept to re-derive its freshness.
 #[derive(Debug)]
@@ -117,12 +117,13 @@ impl Default for PlaylistFill {
 }
 
 /// After a playlist fill whose response completed without error: parses the filled body and
-/// rewrites the stored object's freshness from it. Returns the parsed playlist (for prefetch
+/// rewrites the object's freshness in `edge`'s storage from it. Returns the parsed playlist (for prefetch
 /// planning). A body shorter than the response's `Content-Length` is not interpreted.
 pub async fn finish_fill(
     session: &Session,
     plan: &RouteCachePlan,
     fill: PlaylistFill,
+    edge: &EdgeCache,
 ) -> Option<Playlist> {
     let rules = plan.hls.as_ref()?;
     let filled = matches!(
@@ -153,7 +154,7 @@ pub async fn finish_fill(
         Playlist::Master(_) => Kind::MasterPlaylist,
         Playlist::Media(_) => Kind::MediaPlaylist,
     };
-    let (Some(edge), Some(ttl)) = (edge(), rules.ttl(kind, Some(&playlist))) else {
+    let Some(ttl) = rules.ttl(kind, Some(&playlist)) else {
         return Some(playlist);
     };
     // `CacheMeta` is not `Clone`: a copy through its own serialization keeps every field.

@@ -48,29 +48,39 @@ pub use ctx::RequestCtx;
 use crate::config::IpAccess;
 use crate::plan::Plan;
 use crate::router::{normalize::normalize_path, RequestView};
-use crate::telemetry::{new_request_id, valid_incoming as valid_incoming_request_id, TraceParent};
+use crate::telemetry::{
+    new_request_id, valid_incoming as valid_incoming_request_id, Metrics, Telemetry, TraceParent,
+};
+use cache::EdgeCache;
 use observe::Observer;
 
-/// The proxy of one listener. All listeners share the plan and the telemetry.
+/// The proxy of one listener. All listeners of a gateway share its plan, telemetry (with
+/// the metrics) and cache.
 pub struct MeridianProxy {
     plan: Arc<ArcSwap<Plan>>,
     observer: Observer,
+    metrics: Arc<Metrics>,
+    edge: Option<Arc<EdgeCache>>,
     draining: Arc<AtomicBool>,
     tls: bool,
 }
 
 impl MeridianProxy {
-    /// A proxy serving `plan` for a listener (`tls` tells `X-Forwarded-Proto`); while
-    /// `draining` is set, responses close their connections.
+    /// A proxy serving `plan` for a listener (`tls` tells `X-Forwarded-Proto`), reporting to
+    /// `telemetry` and caching in `edge` (the gateway's); while `draining` is set, responses
+    /// close their connections.
     pub fn new(
         plan: Arc<ArcSwap<Plan>>,
-        telemetry: Arc<crate::telemetry::Telemetry>,
+        telemetry: Arc<Telemetry>,
+        edge: Option<Arc<EdgeCache>>,
         draining: Arc<AtomicBool>,
         tls: bool,
     ) -> Self {
         Self {
             plan,
+            metrics: telemetry.metrics().clone(),
             observer: Observer::new(telemetry),
+            edge,
             draining,
             tls,
         }
@@ -219,10 +229,7 @@ impl ProxyHttp for MeridianProxy {
     }
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(
-            self.plan.load_full(),
-            crate::telemetry::Metrics::global().track_request(),
-        )
+        RequestCtx::new(self.plan.load_full(), self.metrics.track_request())
     }
 
     async fn request_filter(
@@ -351,7 +358,7 @@ impl ProxyHttp for MeridianProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let plan = ctx.route_plan().and_then(|r| r.cache.clone());
-        cache::enable(session, &mut ctx.cache, plan);
+        cache::enable(session, &mut ctx.cache, plan, self.edge.as_ref());
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use pingora::Error;
 
 use super::ctx::RequestCtx;
 use crate::telemetry::{
-    protocol_name, AccessLogRecord, Metrics, ProxySpan, RequestAttrs, ResponseAttrs, RouteMetrics,
+    protocol_name, AccessLogRecord, ProxySpan, RequestAttrs, ResponseAttrs, RouteMetrics,
     Telemetry, TraceParent,
 };
 
@@ -33,8 +33,8 @@ impl Observer {
     /// An observer writing to `telemetry`.
     pub fn new(telemetry: Arc<Telemetry>) -> Self {
         Self {
+            unrouted: telemetry.metrics().route_handles("none"),
             telemetry,
-            unrouted: Metrics::global().route_handles("none"),
         }
     }
 

@@ -2,9 +2,9 @@
 //! by the prefetcher itself), the next `prefetch` segments are fetched through this edge so
 //! they are cached before the player asks.
 //!
-//! One [`Prefetcher`] and one [`PlaylistIndex`] exist per process, started on the first
-//! prefetch with the address of the listener that request came in on (plain HTTP listeners
-//! only: the prefetcher speaks plain HTTP). Media playlists are remembered when they are
+//! Each gateway's cache ([`super::cache::EdgeCache`]) has one [`Warming`]: a [`Prefetcher`] and
+//! a [`PlaylistIndex`], started on the first prefetch with the address of the listener that
+//! request came in on (plain HTTP listeners only: the prefetcher speaks plain HTTP). Media playlists are remembered when they are
 //! filled; a segment request plans from the playlist that lists it, the CMCD `nor` hint first.
 
 use std::net::SocketAddr;
@@ -23,37 +23,42 @@ use super::cache::RouteCachePlan;
 /// Segments (and playlists weighted by their segments) the playlist index remembers.
 const INDEX_SEGMENTS: usize = 100_000;
 
-/// The process's prefetcher and playlist index.
+/// A cache's prefetcher and playlist index, once started.
 struct Warmer {
     prefetcher: Prefetcher,
     index: PlaylistIndex,
 }
 
-static WARMER: OnceLock<Option<Warmer>> = OnceLock::new();
+/// The HLS warmer of one gateway's cache, started on its first prefetch (`None` inside when
+/// the prefetcher could not start).
+#[derive(Default)]
+pub struct Warming(OnceLock<Option<Warmer>>);
 
-/// The process's warmer, started with `local` (the listener address) as its base.
-fn warmer(local: SocketAddr) -> Option<&'static Warmer> {
-    WARMER
-        .get_or_init(|| {
-            let base = Url::parse(&format!("http://{local}")).ok()?;
-            match Prefetcher::start(PrefetchConfig::new(base)) {
-                Ok(prefetcher) => Some(Warmer {
-                    prefetcher,
-                    index: PlaylistIndex::new(INDEX_SEGMENTS),
-                }),
-                Err(e) => {
-                    log::warn!("HLS prefetch unavailable: {e}");
-                    None
+impl Warming {
+    /// The warmer, started with `local` (the listener address) as its base.
+    fn warmer(&self, local: SocketAddr) -> Option<&Warmer> {
+        self.0
+            .get_or_init(|| {
+                let base = Url::parse(&format!("http://{local}")).ok()?;
+                match Prefetcher::start(PrefetchConfig::new(base)) {
+                    Ok(prefetcher) => Some(Warmer {
+                        prefetcher,
+                        index: PlaylistIndex::new(INDEX_SEGMENTS),
+                    }),
+                    Err(e) => {
+                        log::warn!("HLS prefetch unavailable: {e}");
+                        None
+                    }
                 }
-            }
-        })
-        .as_ref()
-}
+            })
+            .as_ref()
+    }
 
-/// Copies the prefetcher's counters into the cache metrics (before a scrape).
-pub fn observe() {
-    if let (Some(Some(w)), Some(m)) = (WARMER.get(), CacheMetrics::global()) {
-        m.observe_prefetch(&w.prefetcher.stats().snapshot());
+    /// Copies the prefetcher's counters into `metrics` (before a scrape).
+    pub fn observe(&self, metrics: &CacheMetrics) {
+        if let Some(Some(w)) = self.0.get() {
+            metrics.observe_prefetch(&w.prefetcher.stats().snapshot());
+        }
     }
 }
 
@@ -70,8 +75,13 @@ fn request_url(session: &Session) -> Option<Url> {
 }
 
 /// After a successful response on an `hls` route: remembers a filled media playlist and
-/// queues the segments to warm next.
-pub fn after_response(session: &Session, route: &RouteCachePlan, filled: Option<Playlist>) {
+/// queues the segments to warm next on `warming`.
+pub fn after_response(
+    session: &Session,
+    route: &RouteCachePlan,
+    filled: Option<Playlist>,
+    warming: &Warming,
+) {
     let Some(rules) = route.hls.as_ref() else {
         return;
     };
@@ -89,7 +99,7 @@ pub fn after_response(session: &Session, route: &RouteCachePlan, filled: Option<
     let Some(local) = session.server_addr().and_then(|a| a.as_inet()).copied() else {
         return;
     };
-    let (Some(warmer), Some(url)) = (warmer(local), request_url(session)) else {
+    let (Some(warmer), Some(url)) = (warming.warmer(local), request_url(session)) else {
         return;
     };
     let n = rules.prefetch;

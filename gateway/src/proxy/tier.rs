@@ -25,12 +25,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use cdn_edge::metrics::CacheMetrics;
 use cdn_edge::shield::{LoopError, Shield, Shields, TIER_HEADER};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use pingora_cache::CachePhase;
 
+use super::cache::CacheState;
 use super::ctx::RequestCtx;
 use crate::config::{RouteShield, ShieldFallback};
 use crate::plan::{Plan, UpstreamPlan};
@@ -170,7 +170,7 @@ pub fn next_hop(ctx: &mut RequestCtx) -> Option<NextHop> {
             }
             ctx.attempts = 0;
             ctx.tried.clear();
-            record("origin", "fallback");
+            record(&ctx.cache, "origin", "fallback");
             NextHop::Origin
         }
     };
@@ -182,19 +182,24 @@ pub fn next_hop(ctx: &mut RequestCtx) -> Option<NextHop> {
 pub fn connect_failed(ctx: &mut RequestCtx) -> Option<bool> {
     let attempts = ctx.shield.as_mut()?;
     let addr = attempts.current.take()?;
-    record(&addr.to_string(), "connect_error");
+    record(&ctx.cache, &addr.to_string(), "connect_error");
     Some(attempts.next < attempts.order.len() || attempts.fallback == ShieldFallback::Origin)
 }
 
 /// The current attempt's shield answered (`ok`) or failed after the connection (`error`).
 pub fn attempt_done(ctx: &RequestCtx, ok: bool) {
     if let Some(addr) = ctx.shield.as_ref().and_then(|a| a.current) {
-        record(&addr.to_string(), if ok { "ok" } else { "error" });
+        record(
+            &ctx.cache,
+            &addr.to_string(),
+            if ok { "ok" } else { "error" },
+        );
     }
 }
 
-fn record(shield: &str, result: &'static str) {
-    if let Some(m) = CacheMetrics::global() {
-        m.shield(shield, result);
+/// Counts a fill attempt on the metrics of the request's cache.
+fn record(cache: &CacheState, shield: &str, result: &'static str) {
+    if let Some(edge) = &cache.edge {
+        edge.metrics().shield(shield, result);
     }
 }

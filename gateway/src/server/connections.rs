@@ -60,16 +60,19 @@ pub struct ConnectionApp<A> {
     h2c: bool,
     /// Bounds on slow clients (`server.client_*_timeout`).
     timeouts: ClientTimeouts,
+    /// The gateway's metrics (open connections).
+    metrics: Arc<Metrics>,
 }
 
 impl<A> ConnectionApp<A> {
     /// Wraps `app`; `h2c` tells whether the listener accepts cleartext HTTP/2, `timeouts`
-    /// bound slow clients.
-    pub fn new(app: A, h2c: bool, timeouts: ClientTimeouts) -> Self {
+    /// bound slow clients, connections are counted on `metrics`.
+    pub fn new(app: A, h2c: bool, timeouts: ClientTimeouts, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(app),
             h2c,
             timeouts,
+            metrics,
         }
     }
 }
@@ -84,7 +87,7 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _open = Metrics::global().track_connection();
+        let _open = self.metrics.track_connection();
         let h2 = matches!(
             stream.selected_alpn_proto(),
             Some(ALPN::H2 | ALPN::Custom(_))

@@ -40,6 +40,7 @@ pub fn add_services(
                 let proxy = MeridianProxy::new(
                     state.plan.clone(),
                     state.telemetry.clone(),
+                    state.edge.clone(),
                     state.draining.clone(),
                     l.tls.is_some(),
                 );
@@ -49,7 +50,12 @@ pub fn add_services(
                     opts.h2c = true;
                     app.server_options = Some(opts);
                 }
-                connections::ConnectionApp::new(app, h2c, config.server.client_timeouts)
+                connections::ConnectionApp::new(
+                    app,
+                    h2c,
+                    config.server.client_timeouts,
+                    state.telemetry.metrics().clone(),
+                )
             })
             .collect();
         let tls = match &l.tls {

@@ -179,12 +179,12 @@ impl WorkerHealth {
 
     /// Runs [`WorkerHealth::check`] at the beat interval, forever (spawn it on the control
     /// runtime; it ends with that runtime).
-    pub async fn watch(self: Arc<Self>, metrics: &'static Metrics) {
+    pub async fn watch(self: Arc<Self>, metrics: Arc<Metrics>) {
         let mut tick = tokio::time::interval(self.beat_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.check(metrics);
+            self.check(&metrics);
         }
     }
 }

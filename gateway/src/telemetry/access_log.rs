@@ -26,7 +26,6 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus::IntCounter;
 use serde::{Serialize, Serializer};
 
-use super::metrics::Metrics;
 use crate::config::model::AccessLog;
 
 /// Records that may wait for the writer before new ones are dropped.
@@ -115,10 +114,10 @@ pub struct AccessLogger {
 }
 
 impl AccessLogger {
-    /// Starts the logger for a destination: `None` for [`AccessLog::Off`]. Fails when the
-    /// file cannot be opened or the writer thread cannot be started.
-    pub fn new(destination: &AccessLog) -> io::Result<Option<AccessLogger>> {
-        let dropped = Metrics::global().access_log_dropped();
+    /// Starts the logger for a destination: `None` for [`AccessLog::Off`]; records it drops
+    /// are counted on `dropped`. Fails when the file cannot be opened or the writer thread
+    /// cannot be started.
+    pub fn new(destination: &AccessLog, dropped: IntCounter) -> io::Result<Option<AccessLogger>> {
         let sink = match destination {
             AccessLog::Off => return Ok(None),
             AccessLog::Stdout => Sink::Stdout(BufWriter::with_capacity(BUFFER_BYTES, io::stdout())),
@@ -455,6 +454,10 @@ mod tests {
     use super::test_support::record;
     use super::*;
 
+    fn dropped_counter() -> IntCounter {
+        IntCounter::new("dropped", "test").expect("counter")
+    }
+
     /// Waits up to 5 s for `ready`, polling every 5 ms.
     fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -498,7 +501,9 @@ mod tests {
 
     #[test]
     fn off_builds_no_logger() {
-        assert!(AccessLogger::new(&AccessLog::Off).expect("off").is_none());
+        assert!(AccessLogger::new(&AccessLog::Off, dropped_counter())
+            .expect("off")
+            .is_none());
     }
 
     #[test]
@@ -506,7 +511,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
         std::fs::write(&path, "{\"earlier\":true}\n").expect("seed");
-        let logger = AccessLogger::new(&AccessLog::File(path.clone()))
+        let logger = AccessLogger::new(&AccessLog::File(path.clone()), dropped_counter())
             .expect("open")
             .expect("a logger");
         for n in 0..100 {
@@ -540,7 +545,7 @@ mod tests {
     fn flushes_without_being_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
-        let logger = AccessLogger::new(&AccessLog::File(path.clone()))
+        let logger = AccessLogger::new(&AccessLog::File(path.clone()), dropped_counter())
             .expect("open")
             .expect("a logger");
         logger.log(record(1));
@@ -556,7 +561,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("access.log");
         let rotated = dir.path().join("access.log.1");
-        let logger = AccessLogger::new(&AccessLog::File(path.clone()))
+        let logger = AccessLogger::new(&AccessLog::File(path.clone()), dropped_counter())
             .expect("open")
             .expect("a logger");
         logger.log(record(1));

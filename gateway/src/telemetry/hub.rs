@@ -1,31 +1,42 @@
-//! [`Telemetry`]: the running telemetry of a gateway — the tracer and the current access
-//! logger — shared by every listener and reconfigured on reload.
+//! [`Telemetry`]: the running telemetry of a gateway — its metrics, the tracer and the current
+//! access logger — shared by every listener, the admin service and reloads, and reconfigured
+//! on reload.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwapOption, Guard};
 
-use super::{AccessLogger, Tracer};
+use super::{AccessLogger, Metrics, Tracer};
 use crate::config;
 
-/// The tracer and the access logger of a running gateway.
+/// The metrics, the tracer and the access logger of a running gateway.
 pub struct Telemetry {
+    metrics: Arc<Metrics>,
     tracer: Tracer,
     access_log: ArcSwapOption<AccessLogger>,
     destination: Mutex<config::AccessLog>,
 }
 
 impl Telemetry {
-    /// Builds the tracer (OTLP exporter when configured) and opens the access log.
+    /// Creates the gateway's metrics, builds the tracer (OTLP exporter when configured) and
+    /// opens the access log.
     pub fn new(cfg: &config::Telemetry) -> Result<Self, String> {
+        let metrics = Arc::new(Metrics::new().map_err(|e| format!("metrics: {e}"))?);
         let tracer = Tracer::new(cfg.otlp.as_ref()).map_err(|e| format!("otlp: {e}"))?;
-        let logger = AccessLogger::new(&cfg.access_log).map_err(|e| format!("access_log: {e}"))?;
+        let logger = AccessLogger::new(&cfg.access_log, metrics.access_log_dropped())
+            .map_err(|e| format!("access_log: {e}"))?;
         Ok(Self {
+            metrics,
             tracer,
             access_log: ArcSwapOption::new(logger.map(Arc::new)),
             destination: Mutex::new(cfg.access_log.clone()),
         })
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The tracer.
@@ -46,7 +57,7 @@ impl Telemetry {
         if *dest == cfg.access_log {
             return Ok(());
         }
-        let logger = AccessLogger::new(&cfg.access_log)?;
+        let logger = AccessLogger::new(&cfg.access_log, self.metrics.access_log_dropped())?;
         let old = self.access_log.swap(logger.map(Arc::new));
         *dest = cfg.access_log.clone();
         drop(dest);
@@ -111,6 +122,7 @@ mod tests {
         let dropped = prometheus::IntCounter::new("dropped", "test").expect("counter");
         let gated = Gated::start(16, dropped);
         let telemetry = Arc::new(Telemetry {
+            metrics: Arc::new(Metrics::new().expect("metrics")),
             tracer: Tracer::new(None).expect("tracer"),
             access_log: ArcSwapOption::new(Some(Arc::new(gated.logger))),
             destination: Mutex::new(config::AccessLog::Stdout),

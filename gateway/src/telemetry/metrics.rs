@@ -1,15 +1,17 @@
 //! Prometheus metrics.
 //!
-//! One [`Metrics`] value ([`Metrics::global`]) owns a private [`Registry`] and every metric
-//! family. Label values are route and upstream names from config plus a status class
+//! Each running gateway owns one [`Metrics`] value (its [`super::Telemetry`] holds it, the
+//! builder creates it, reloads keep it): a private [`Registry`] with every metric family, and
+//! the cache's metrics ([`CacheMetrics`]). Two gateways in one process export their own. Label values are route and upstream names from config plus a status class
 //! (`1xx`..`5xx`), so the number of series is bounded by the config. The proxy never builds
 //! label vectors on the hot path: it resolves [`RouteMetrics`] and [`UpstreamMetrics`]
 //! handles when it compiles a plan and calls their typed methods per request.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use cdn_edge::metrics::CacheMetrics;
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -47,12 +49,13 @@ pub struct Metrics {
     worker_silence: GaugeVec,
     worker_stalled: IntGaugeVec,
     worker_stalls: IntCounterVec,
+    /// The cache's metrics (their own registry, rendered with these).
+    cache: CacheMetrics,
 }
 
 impl Metrics {
     /// Creates a fresh set of metrics in its own registry.
     ///
-    /// The proxy uses [`Metrics::global`]; separate instances are for tests and embedders.
     pub fn new() -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let requests_total = IntCounterVec::new(
@@ -204,33 +207,26 @@ impl Metrics {
             worker_silence,
             worker_stalled,
             worker_stalls,
-        })
-    }
-
-    /// The process-wide metrics, created on first use.
-    pub fn global() -> &'static Metrics {
-        static GLOBAL: OnceLock<Metrics> = OnceLock::new();
-        GLOBAL.get_or_init(|| {
-            // Only fails for invalid names or duplicate registration: fixed by the code above
-            // and checked by the unit tests.
-            Metrics::new().expect("metric definitions are valid")
+            cache: CacheMetrics::new()?,
         })
     }
 
     /// All metrics in the Prometheus text exposition format, version 0.0.4: the gateway's,
-    /// then the plugins' ([`plugins::metrics::registry`]) and the cache's
-    /// ([`cdn_edge::metrics::CacheMetrics`]).
+    /// then the plugins' ([`plugins::metrics::registry`]) and the cache's ([`Metrics::cache`]).
     pub fn render(&self) -> String {
         let mut families = self.registry.gather();
         families.extend(plugins::metrics::registry().gather());
-        if let Some(cache) = cdn_edge::metrics::CacheMetrics::global() {
-            families.extend(cache.gather());
-        }
+        families.extend(self.cache.gather());
         let mut out = String::new();
         if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
             log::error!("rendering metrics failed: {e}");
         }
         out
+    }
+
+    /// The cache's metrics.
+    pub fn cache(&self) -> &CacheMetrics {
+        &self.cache
     }
 
     /// Resolved handles for one route. Build them once per route when compiling a plan.
@@ -714,10 +710,14 @@ mod tests {
     }
 
     #[test]
-    fn global_is_one_instance() {
-        assert!(std::ptr::eq(Metrics::global(), Metrics::global()));
-        assert!(Metrics::global()
-            .render()
-            .contains("meridian_config_generation"));
+    fn instances_count_apart() {
+        let (a, b) = (Metrics::new().expect("a"), Metrics::new().expect("b"));
+        a.config_reloaded(true);
+        a.cache().body_bytes(true, 7);
+        let (text_a, text_b) = (a.render(), b.render());
+        assert!(text_a.contains("meridian_config_reloads_total{result=\"ok\"} 1"));
+        assert!(text_b.contains("meridian_config_reloads_total{result=\"ok\"} 0"));
+        assert!(text_a.contains("meridian_cache_response_bytes_total{source=\"cache\"} 7"));
+        assert!(text_b.contains("meridian_cache_response_bytes_total{source=\"cache\"} 0"));
     }
 }

@@ -48,9 +48,14 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// A closed breaker for `name` in `scope`.
-    pub fn new(scope: Scope, name: &str, cfg: &config::CircuitBreaker) -> Breaker {
-        let metrics = Metrics::global().breaker_handles(scope.as_str(), name);
+    /// A closed breaker for `name` in `scope`, exporting its state on `metrics`.
+    pub fn new(
+        scope: Scope,
+        name: &str,
+        cfg: &config::CircuitBreaker,
+        metrics: &Metrics,
+    ) -> Breaker {
+        let metrics = metrics.breaker_handles(scope.as_str(), name);
         let listener = {
             let metrics = metrics.clone();
             let name = name.to_owned();
@@ -147,12 +152,16 @@ pub struct BreakerRegistry {
 impl BreakerRegistry {
     /// The breakers of `cfg`. A breaker of `previous` with the same scope, name and config is
     /// reused with its state; the others start closed. The state series of breakers that are
-    /// gone are removed from the metrics.
-    pub fn build(cfg: &Config, previous: Option<&BreakerRegistry>) -> BreakerRegistry {
+    /// gone are removed from `metrics`.
+    pub fn build(
+        cfg: &Config,
+        previous: Option<&BreakerRegistry>,
+        metrics: &Metrics,
+    ) -> BreakerRegistry {
         let keep = |old: Option<&Arc<Breaker>>, scope, name: &str, c: &config::CircuitBreaker| {
             old.filter(|b| b.config == *c)
                 .cloned()
-                .unwrap_or_else(|| Arc::new(Breaker::new(scope, name, c)))
+                .unwrap_or_else(|| Arc::new(Breaker::new(scope, name, c, metrics)))
         };
         let upstreams = cfg
             .upstreams
@@ -174,7 +183,6 @@ impl BreakerRegistry {
             .collect();
         let registry = BreakerRegistry { upstreams, routes };
         if let Some(previous) = previous {
-            let metrics = Metrics::global();
             for name in previous.upstreams.keys() {
                 if registry.upstream(name).is_none() {
                     metrics.remove_breaker(Scope::Upstream.as_str(), name);
@@ -242,22 +250,25 @@ mod tests {
 
     #[test]
     fn state_survives_an_unchanged_config_only() {
-        let first = BreakerRegistry::build(&config(Duration::from_secs(60)), None);
+        let metrics = Metrics::new().expect("metrics");
+        let first = BreakerRegistry::build(&config(Duration::from_secs(60)), None, &metrics);
         let up = first.upstream("api").expect("upstream breaker");
         open(up);
         open(first.route("r").expect("route breaker"));
-        let same = BreakerRegistry::build(&config(Duration::from_secs(60)), Some(&first));
+        let same = BreakerRegistry::build(&config(Duration::from_secs(60)), Some(&first), &metrics);
         assert!(Arc::ptr_eq(up, same.upstream("api").expect("kept")));
         assert_eq!(same.route("r").expect("kept").snapshot().state, State::Open);
-        let changed = BreakerRegistry::build(&config(Duration::from_secs(61)), Some(&same));
+        let changed =
+            BreakerRegistry::build(&config(Duration::from_secs(61)), Some(&same), &metrics);
         let fresh = changed.upstream("api").expect("rebuilt");
         assert_eq!(fresh.snapshot().state, State::Closed);
     }
 
     #[test]
     fn failure_policy_decides_what_fails() {
+        let metrics = Metrics::new().expect("metrics");
         let cfg = config(Duration::from_secs(60));
-        let reg = BreakerRegistry::build(&cfg, None);
+        let reg = BreakerRegistry::build(&cfg, None, &metrics);
         let b = reg.upstream("api").expect("breaker");
         for outcome in [Outcome::Status(404), Outcome::Status(200)] {
             let p = b.try_acquire().expect("closed");

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::config::model::MetricsSource;
 use crate::plan::Plan;
+use crate::proxy::cache::EdgeCache;
 use crate::telemetry::Metrics;
 
 mod digest;
@@ -109,8 +110,13 @@ impl Target {
 }
 
 impl Dashboard {
-    /// Starts the scrape task on `rt` over the plans published in `plan`.
-    pub(super) fn start(plan: Arc<ArcSwap<Plan>>, rt: &tokio::runtime::Handle) -> Arc<Dashboard> {
+    /// Starts the scrape task on `rt` over the plans published in `plan`; the gateway's own
+    /// numbers are `own`'s (its metrics and cache).
+    pub(super) fn start(
+        plan: Arc<ArcSwap<Plan>>,
+        own: Own,
+        rt: &tokio::runtime::Handle,
+    ) -> Arc<Dashboard> {
         let me = Arc::new(Dashboard {
             state: Mutex::new(State {
                 rounds: 0,
@@ -119,7 +125,7 @@ impl Dashboard {
                 sources: Vec::new(),
             }),
         });
-        rt.spawn(run(Arc::downgrade(&me), plan));
+        rt.spawn(run(Arc::downgrade(&me), plan, own));
         me
     }
 
@@ -169,7 +175,7 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// The scrape loop: one round every `scrape_every` of the current plan.
-async fn run(me: Weak<Dashboard>, plan: Arc<ArcSwap<Plan>>) {
+async fn run(me: Weak<Dashboard>, plan: Arc<ArcSwap<Plan>>, own: Own) {
     let client = match scrape::client() {
         Ok(c) => c,
         Err(e) => {
@@ -186,7 +192,7 @@ async fn run(me: Weak<Dashboard>, plan: Arc<ArcSwap<Plan>>) {
             let (client, url) = (client.clone(), source.url.clone());
             set.spawn(async move { (i, scrape::scrape(&client, &url, timeout).await) });
         }
-        let gateway = own_metrics();
+        let gateway = own.digest();
         let mut results: Vec<Result<Digest, String>> = config
             .sources
             .iter()
@@ -213,11 +219,23 @@ async fn run(me: Weak<Dashboard>, plan: Arc<ArcSwap<Plan>>) {
     }
 }
 
-/// This gateway's metrics, as `GET /metrics` renders them.
-fn own_metrics() -> Result<Digest, String> {
-    crate::proxy::cache::observe_storage();
-    let text = Metrics::global().render();
-    prom::parse(&text).map(|samples| Digest::of(&samples))
+/// The gateway the dashboard belongs to: its metrics and cache.
+pub(super) struct Own {
+    /// The gateway's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The gateway's cache, when it has one.
+    pub edge: Option<Arc<EdgeCache>>,
+}
+
+impl Own {
+    /// This gateway's metrics, as `GET /metrics` renders them.
+    fn digest(&self) -> Result<Digest, String> {
+        if let Some(edge) = &self.edge {
+            edge.observe();
+        }
+        let text = self.metrics.render();
+        prom::parse(&text).map(|samples| Digest::of(&samples))
+    }
 }
 
 #[cfg(test)]
@@ -298,7 +316,11 @@ mod tests {
 
     #[test]
     fn own_metrics_parse() {
-        let digest = own_metrics().expect("the gateway's own text parses");
+        let own = Own {
+            metrics: Arc::new(Metrics::new().expect("metrics")),
+            edge: None,
+        };
+        let digest = own.digest().expect("the gateway's own text parses");
         assert!(digest.saga.is_empty());
     }
 }
