@@ -1,6 +1,6 @@
 //! Telemetry: metrics, access log, tracing and request ids.
 //!
-//! - [`metrics`]: Prometheus metrics in a private registry ([`Metrics::global`]), with
+//! - [`metrics`]: Prometheus metrics in a private registry, one [`Metrics`] per gateway, with
 //!   per-route and per-upstream handles resolved once per plan so the hot path only bumps
 //!   atomics; [`Metrics::render`] serves `/metrics`.
 //! - [`access_log`]: one JSON line per request, written by a background thread from a bounded
@@ -8,7 +8,7 @@
 //! - [`traceparent`]: the W3C `traceparent` header, parsed strictly.
 //! - [`trace`]: a server span per request; ids are always produced and propagated, and
 //!   sampled spans are exported by OTLP/HTTP when configured.
-//! - [`Telemetry`]: the tracer and current access logger of a running gateway.
+//! - [`Telemetry`]: the metrics, tracer and current access logger of a running gateway.
 //! - [`request_id`]: `X-Request-Id` generation and validation of a client's value.
 
 pub mod access_log;
