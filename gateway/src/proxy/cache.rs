@@ -536,6 +536,18 @@ pub fn serve_stale(session: &Session, state: &mut CacheState, failure: Option<St
     true
 }
 
+/// Whether the stale object `session` holds may stand in for a failed origin: the request is
+/// revalidating one, within its `stale-if-error` window (pingora's check), and
+/// [`serve_stale`] would serve it.
+pub fn stale_may_stand_in(session: &Session, state: &CacheState) -> bool {
+    state.plan.is_some()
+        && session.cache.phase() == CachePhase::Stale
+        && session.cache.can_serve_stale_error()
+        && session.cache.maybe_cache_meta().is_some_and(|meta| {
+            !forbids_stale(meta) && !meta.response_header().status.is_server_error()
+        })
+}
+
 /// Whether the stored response may not be served stale (RFC 9111 §4.2.4): `must-revalidate`
 /// (§5.2.2.2), `proxy-revalidate` and `s-maxage` (§5.2.2.8, §5.2.2.10: shared caches), or a
 /// bare `no-cache` (§5.2.2.4: never used without a successful validation), in the controlling
