@@ -380,10 +380,10 @@ impl ProxyHttp for MeridianProxy {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        cache::variance(meta, req)
+        cache::variance(meta, req, cache::accept_encoding_value(&ctx.cache))
     }
 
     fn should_serve_stale(
@@ -470,7 +470,7 @@ impl ProxyHttp for MeridianProxy {
             upstream_request.set_uri(uri);
         }
         forward::strip_request_hop_by_hop(upstream_request);
-        cache::upstream_request(session, upstream_request);
+        cache::upstream_request(session, &ctx.cache, upstream_request);
         cache::hold_interim(session);
         forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
         if !upstream_request.headers.contains_key(http::header::HOST) {
