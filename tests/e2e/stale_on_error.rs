@@ -61,6 +61,10 @@ const CASES: [(&str, &str); 6] = [
 
 fn cache_control(path: &str) -> &'static str {
     let case = path.rsplit('/').next().unwrap_or("");
+    if case == "then-fresh" {
+        // Stored while the origin is healthy, stale by the time it answers 503 with `max-age`.
+        return "max-age=1";
+    }
     CASES
         .iter()
         .find(|(name, _)| *name == case)
@@ -193,8 +197,8 @@ async fn serve(mut stream: TcpStream, st: Arc<State>) {
                         return;
                     }
                 }
-                // With `max-age` when the path ends in `/fresh`.
-                let cc = if path.ends_with("/fresh") {
+                // With `max-age` when the path ends in `/fresh` or `/then-fresh`.
+                let cc = if path.ends_with("fresh") {
                     "cache-control: max-age=60\r\n"
                 } else {
                     ""
@@ -447,7 +451,8 @@ async fn error_statuses_with_freshness_are_final_and_others_are_retried_before_s
     };
     // Objects that will be stale (`max-age=1`) when the origin fails.
     let stale = ["/mem/stale/plain", "/disk/stale/plain"];
-    for path in stale {
+    let then_fresh = ["/mem/stale/then-fresh", "/disk/stale/then-fresh"];
+    for path in stale.into_iter().chain(then_fresh) {
         let (s, cs) = get(path).await;
         assert_eq!((s, total(path)), (200, 1), "{path}: {cs}");
     }
@@ -475,6 +480,15 @@ async fn error_statuses_with_freshness_are_final_and_others_are_retried_before_s
         let (s, cs) = get(path).await;
         assert_eq!((s, total(path)), (200, 1 + 2), "{path}: {cs}");
         assert!(cs.contains("fwd=stale; fwd-status=503"), "{path}: {cs}");
+    }
+    // A 503 with `max-age` is final with a stale object held too: asked once (no retry, no
+    // stale object in its place), stored, then a hit.
+    for path in then_fresh {
+        let (s, cs) = get(path).await;
+        assert_eq!((s, total(path)), (503, 1 + 1), "{path}: {cs}");
+        let (s, cs) = get(path).await;
+        assert_eq!((s, total(path)), (503, 1 + 1), "{path}: {cs}");
+        assert!(cs.contains("; hit"), "{path}: {cs}");
     }
     // After a restart the stored 503 is still a hit (its body is over the memory tier's
     // `memory_max_object`: the disk tier holds it), and the stale object is served as before.

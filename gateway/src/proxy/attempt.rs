@@ -57,8 +57,8 @@ pub async fn next_peer(
 ) -> pingora::Result<Box<HttpPeer>> {
     let peer = choose_peer(session, ctx).await;
     ctx.attempt_error = peer.is_err();
-    // A retry decided for the previous attempt's answer is not this attempt's.
-    ctx.retry_decided = false;
+    // A stale serve asked for by the previous attempt's answer is not this attempt's.
+    ctx.stale_requested = false;
     peer
 }
 
@@ -360,8 +360,9 @@ pub fn proxy_failed(
 ) -> Box<Error> {
     ctx.attempt_error = true;
     if let ErrorType::HTTPStatus(_) = e.etype() {
-        if e.esource() == &ErrorSource::Upstream && e.retry() {
-            // Raised by `response_received`, which already decided the retry.
+        if e.esource() == &ErrorSource::Upstream && (e.retry() || ctx.stale_requested) {
+            // Raised by `response_received`, which already decided the retry, or that the
+            // stale object answers.
             return e;
         }
     }
@@ -391,7 +392,10 @@ pub fn proxy_failed(
 
 /// Upstream response headers arrived. A retryable status becomes an error that pingora retries
 /// (nothing has been sent downstream yet); otherwise the response goes through. On a request
-/// through the cache, see [`final_for_cache`]. Interim (1xx) heads pass untouched.
+/// through the cache, see [`final_for_cache`]; a 5xx without explicit freshness to a request
+/// holding a stale object that may stand in for it, with no retry left, becomes an error that
+/// pingora answers with the stale object (nginx likewise passes a request to the next server
+/// before it serves stale). Interim (1xx) heads pass untouched.
 pub fn response_received(
     session: &mut Session,
     resp: &ResponseHeader,
@@ -407,12 +411,23 @@ pub fn response_received(
     tier::attempt_done(ctx, true);
     let outcome = Outcome::Status(status);
     report(ctx, outcome);
-    let decided = std::mem::take(&mut ctx.retry_decided);
-    if decided || (!final_for_cache(session, ctx, resp) && may_retry(session, ctx, &outcome, true))
-    {
+    if !final_for_cache(session, ctx, resp) && may_retry(session, ctx, &outcome, true) {
         let mut e = Error::explain(ErrorType::HTTPStatus(status), "retryable upstream status");
         e.set_retry(true);
         return Err(e.into_up());
+    }
+    if resp.status.is_server_error()
+        && !super::cache::explicit_freshness(resp)
+        && super::cache::stale_may_stand_in(session, &ctx.cache)
+    {
+        // No retry left: the stale object this request holds answers instead of the 5xx.
+        // pingora serves it from its error path, asking `should_serve_stale` again.
+        ctx.stale_requested = true;
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(status),
+            "upstream 5xx: a stale object stands in",
+        )
+        .into_up());
     }
     Ok(())
 }
@@ -446,24 +461,14 @@ fn untried_target(session: &Session, ctx: &RequestCtx) -> bool {
         .is_some_and(|pick| !ctx.tried.contains(&pick.addr))
 }
 
-/// pingora asks, on a 5xx answer with status `code` to a request holding a stale object,
-/// whether the object may stand in for it: not yet while the retry policy sends the request
-/// to a target it has not tried, which may have a fresh answer (nginx likewise passes a
-/// request to the next server before it serves stale). The retry (and its budget slot) is
-/// decided here; [`response_received`] raises it.
-pub fn retry_before_stale(session: &Session, ctx: &mut RequestCtx, code: u16) -> bool {
-    let retry =
-        untried_target(session, ctx) && may_retry(session, ctx, &Outcome::Status(code), true);
-    ctx.retry_decided = retry;
-    retry
-}
-
 /// What the origin did when pingora asks whether a stale object may stand in for `e`: answered
 /// with a 5xx status (pingora raises `e` from the response head, nothing failed before it), or
 /// failed without an answer, with the status the client would get for `e` ([`error_status`]).
 pub fn stale_cause(e: &Error, ctx: &RequestCtx) -> StaleServe {
     match e.etype() {
-        ErrorType::HTTPStatus(code) if !ctx.attempt_error => StaleServe::Answered(*code),
+        ErrorType::HTTPStatus(code) if !ctx.attempt_error || ctx.stale_requested => {
+            StaleServe::Answered(*code)
+        }
         _ => StaleServe::Unanswered(error_status(e, ctx).0),
     }
 }

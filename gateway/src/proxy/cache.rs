@@ -291,7 +291,14 @@ pub fn enable(
         req.remove_header(&http::header::RANGE);
     }
     if let Some(encodings) = &plan.encodings {
-        state.encoding_class = Some(normalize_accept_encoding(req, encodings));
+        state.encoding_class = Some(
+            encodings.classify(
+                req.headers
+                    .get_all(http::header::ACCEPT_ENCODING)
+                    .iter()
+                    .map(http::HeaderValue::as_bytes),
+            ),
+        );
     }
     let mut overrides = CacheOptionOverrides::default();
     overrides.wait_timeout = Some(timeout);
@@ -304,23 +311,13 @@ pub fn enable(
     session.cache.set_max_file_size_bytes(max);
 }
 
-/// Replaces the request's `Accept-Encoding` by the canonical value of its class, which the
-/// variance key, the origin (on a miss) and the `compression` plugin then see; returns the
-/// class. The plugin so picks a coding every client of the class accepts (by its own
-/// preference order, not the client's q-values).
-fn normalize_accept_encoding(req: &mut RequestHeader, encodings: &Encodings) -> Class {
-    let class = encodings.classify(
-        req.headers
-            .get_all(http::header::ACCEPT_ENCODING)
-            .iter()
-            .map(http::HeaderValue::as_bytes),
-    );
-    // Inserting a valid value into a request header cannot fail.
-    let _ = req.insert_header(
-        http::header::ACCEPT_ENCODING,
-        encodings.value(class).clone(),
-    );
-    class
+/// The canonical `Accept-Encoding` value of the request's class, on a cached GET/HEAD of a
+/// route that normalises it: what the variance key ([`variance`]) and the origin on a fill
+/// ([`upstream_request`]) see instead of the client's own value. The client's request keeps
+/// its value (a hit rewrites no header; the `compression` plugin negotiates with it).
+pub fn accept_encoding_value(state: &CacheState) -> Option<&http::HeaderValue> {
+    let class = state.encoding_class?;
+    Some(state.plan.as_ref()?.encodings.as_ref()?.value(class))
 }
 
 /// `upstream_response_filter` on a cached GET/HEAD whose `Accept-Encoding` was normalised: a
@@ -459,7 +456,11 @@ pub fn cacheable(
 }
 
 /// `cache_vary_filter`: the variance of `req` under the stored response's `Vary`.
-pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+pub fn variance(
+    meta: &CacheMeta,
+    req: &RequestHeader,
+    accept_encoding: Option<&http::HeaderValue>,
+) -> Option<HashBinary> {
     let mut names: Vec<String> = meta
         .headers()
         .get_all(http::header::VARY)
@@ -476,12 +477,17 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
     names.dedup();
     let mut builder = VarianceBuilder::new();
     for name in names {
-        let value = req
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .flat_map(|v| v.as_bytes().iter().copied().chain(*b","))
-            .collect::<Vec<u8>>();
+        let value = match accept_encoding {
+            Some(class) if name == "accept-encoding" => {
+                class.as_bytes().iter().copied().chain(*b",").collect()
+            }
+            _ => req
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .flat_map(|v| v.as_bytes().iter().copied().chain(*b","))
+                .collect::<Vec<u8>>(),
+        };
         builder.add_owned_name_value(name, value);
     }
     builder.finalize()
@@ -518,7 +524,8 @@ pub async fn finish_request(session: &Session, state: &mut CacheState, tls: bool
         None => None,
     };
     if !tls {
-        super::prefetch::after_response(session, &plan, filled, &edge.warming);
+        let accept_encoding = accept_encoding_value(state);
+        super::prefetch::after_response(session, &plan, filled, &edge.warming, accept_encoding);
     }
 }
 
@@ -556,6 +563,18 @@ pub fn serve_stale(session: &Session, state: &mut CacheState, failure: Option<St
     true
 }
 
+/// Whether the stale object `session` holds may stand in for a failed origin: the request is
+/// revalidating one, within its `stale-if-error` window (pingora's check), and
+/// [`serve_stale`] would serve it.
+pub fn stale_may_stand_in(session: &Session, state: &CacheState) -> bool {
+    state.plan.is_some()
+        && session.cache.phase() == CachePhase::Stale
+        && session.cache.can_serve_stale_error()
+        && session.cache.maybe_cache_meta().is_some_and(|meta| {
+            !forbids_stale(meta) && !meta.response_header().status.is_server_error()
+        })
+}
+
 /// Whether the stored response may not be served stale (RFC 9111 §4.2.4): `must-revalidate`
 /// (§5.2.2.2), `proxy-revalidate` and `s-maxage` (§5.2.2.8, §5.2.2.10: shared caches), or a
 /// bare `no-cache` (§5.2.2.4: never used without a successful validation), in the controlling
@@ -585,13 +604,23 @@ pub fn explicit_freshness(resp: &ResponseHeader) -> bool {
 }
 
 /// Adjusts the request sent to the origin for a fill: HEAD becomes GET, `Range` and the
-/// client's preconditions are removed, and a stale object's validators are sent instead.
-pub fn upstream_request(session: &Session, upstream_request: &mut RequestHeader) {
+/// client's preconditions are removed, a stale object's validators are sent instead, and
+/// `Accept-Encoding` is its class's canonical value ([`accept_encoding_value`]), so whatever
+/// the origin answers suits every client of the class.
+pub fn upstream_request(
+    session: &Session,
+    state: &CacheState,
+    upstream_request: &mut RequestHeader,
+) {
     if session.cache.enabled() {
         pingora_cache::filters::upstream::request_filter(
             upstream_request,
             session.cache.maybe_cache_meta(),
         );
+        if let Some(value) = accept_encoding_value(state) {
+            // Inserting a valid value into a request header cannot fail.
+            let _ = upstream_request.insert_header(http::header::ACCEPT_ENCODING, value.clone());
+        }
     }
 }
 

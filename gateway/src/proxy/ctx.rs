@@ -53,9 +53,9 @@ pub struct RequestCtx {
     /// retry it): a stale object served now stands in for no answer
     /// ([`super::attempt::stale_cause`]).
     pub attempt_error: bool,
-    /// A retry of the current attempt's 5xx answer was decided before its head went through
-    /// (instead of serving a stale object, [`super::attempt::retry_before_stale`]).
-    pub retry_decided: bool,
+    /// The current attempt's 5xx answer was turned into an error so that the stale object
+    /// this request holds stands in for it ([`super::attempt::response_received`]).
+    pub stale_requested: bool,
     /// Counts this request as active for the retry budget.
     pub active: Option<ActiveGuard>,
     /// Holds a retry-budget slot while a retry is in progress.
@@ -110,7 +110,7 @@ impl RequestCtx {
             repeat: None,
             stale_repeats: 0,
             attempt_error: false,
-            retry_decided: false,
+            stale_requested: false,
             active: None,
             retry_slot: None,
             reported: true,

@@ -387,10 +387,10 @@ impl ProxyHttp for MeridianProxy {
     fn cache_vary_filter(
         &self,
         meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        cache::variance(meta, req)
+        cache::variance(meta, req, cache::accept_encoding_value(&ctx.cache))
     }
 
     fn should_serve_stale(
@@ -400,18 +400,16 @@ impl ProxyHttp for MeridianProxy {
         error: Option<&Error>,
     ) -> bool {
         let failure = error.map(|e| attempt::stale_cause(e, ctx));
-        let serve = cache::serve_stale(session, &mut ctx.cache, failure);
-        if let (true, Some(cache::StaleServe::Answered(code))) = (serve, failure) {
-            if attempt::retry_before_stale(session, ctx, code) {
-                ctx.cache.stale = None;
+        if let (Some(cache::StaleServe::Answered(_)), Some(e)) = (failure, error) {
+            if !ctx.stale_requested && !e.retry() {
+                // pingora asks on a 5xx head before `upstream_response_filter` has seen it:
+                // not yet. That filter knows the response's freshness (a 5xx with explicit
+                // freshness is final) and the retries left, and asks for the stale object
+                // itself when it should stand in (`attempt::response_received`).
                 return false;
             }
-            // pingora serves the stale object before `upstream_response_filter` runs: the
-            // origin's status is recorded here, for the pool, the log and `Cache-Status`.
-            ctx.upstream_status = Some(code);
-            ctx.upstream_time = ctx.attempt_start.map(|t| t.elapsed());
         }
-        serve
+        cache::serve_stale(session, &mut ctx.cache, failure)
     }
 
     async fn request_body_filter(
@@ -479,7 +477,7 @@ impl ProxyHttp for MeridianProxy {
             upstream_request.set_uri(uri);
         }
         forward::strip_request_hop_by_hop(upstream_request);
-        cache::upstream_request(session, upstream_request);
+        cache::upstream_request(session, &ctx.cache, upstream_request);
         cache::hold_interim(session);
         forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
         if !upstream_request.headers.contains_key(http::header::HOST) {
@@ -614,8 +612,14 @@ impl ProxyHttp for MeridianProxy {
             route.plugins.logging(session, &mut ctx.plugins).await;
         }
         self.observer.request_done(session, ctx, e);
-        if e.is_none() && matches!(ctx.cache.stale, Some(cache::StaleServe::Unanswered(_))) {
-            // pingora drops the client's connection after this stale response; it is kept.
+        let from_error_path = match ctx.cache.stale {
+            Some(cache::StaleServe::Unanswered(_)) => true,
+            Some(cache::StaleServe::Answered(_)) => ctx.stale_requested,
+            None => false,
+        };
+        if e.is_none() && from_error_path {
+            // pingora served this stale response from its error path and drops the client's
+            // connection after it; it is kept.
             handback::hand_back(session).await;
         }
     }

@@ -75,12 +75,14 @@ fn request_url(session: &Session) -> Option<Url> {
 }
 
 /// After a successful response on an `hls` route: remembers a filled media playlist and
-/// queues the segments to warm next on `warming`.
+/// queues the segments to warm next on `warming`. `accept_encoding`: the request's class
+/// value, which the prefetches carry instead of the player's own spelling.
 pub fn after_response(
     session: &Session,
     route: &RouteCachePlan,
     filled: Option<Playlist>,
     warming: &Warming,
+    accept_encoding: Option<&http::HeaderValue>,
 ) {
     let Some(rules) = route.hls.as_ref() else {
         return;
@@ -127,7 +129,13 @@ pub fn after_response(
     let variant: Vec<_> = route
         .vary
         .iter()
-        .filter_map(|name| Some((name.clone(), req.headers.get(name)?.clone())))
+        .filter_map(|name| {
+            let value = match accept_encoding {
+                Some(class) if name == http::header::ACCEPT_ENCODING => class,
+                _ => req.headers.get(name)?,
+            };
+            Some((name.clone(), value.clone()))
+        })
         .collect();
     for next in &planned.urls {
         warmer.prefetcher.enqueue_variant(next, variant.clone());
