@@ -246,7 +246,9 @@ pub struct CacheState {
     /// Fields of the stored response that its stored copy omits (`private="…"`,
     /// `no-cache="…"`): the response that filled the cache still carries them.
     pub withheld: Vec<(HeaderName, http::HeaderValue)>,
-    /// The request's `Accept-Encoding` class, when the cache is on and normalises it.
+    /// The request is a cached GET/HEAD on a route that normalises `Accept-Encoding`.
+    pub normalises: bool,
+    /// The request's `Accept-Encoding` class, once computed ([`encoding_class`]).
     pub encoding_class: Option<Class>,
 }
 
@@ -290,16 +292,7 @@ pub fn enable(
         // `Range` on other methods; pingora's range filter would answer a HEAD with 206.
         req.remove_header(&http::header::RANGE);
     }
-    if let Some(encodings) = &plan.encodings {
-        state.encoding_class = Some(
-            encodings.classify(
-                req.headers
-                    .get_all(http::header::ACCEPT_ENCODING)
-                    .iter()
-                    .map(http::HeaderValue::as_bytes),
-            ),
-        );
-    }
+    state.normalises = plan.encodings.is_some();
     let mut overrides = CacheOptionOverrides::default();
     overrides.wait_timeout = Some(timeout);
     session
@@ -315,9 +308,40 @@ pub fn enable(
 /// route that normalises it: what the variance key ([`variance`]) and the origin on a fill
 /// ([`upstream_request`]) see instead of the client's own value. The client's request keeps
 /// its value (a hit rewrites no header; the `compression` plugin negotiates with it).
-pub fn accept_encoding_value(state: &CacheState) -> Option<&http::HeaderValue> {
-    let class = state.encoding_class?;
-    Some(state.plan.as_ref()?.encodings.as_ref()?.value(class))
+pub fn accept_encoding_value(
+    state: &mut CacheState,
+    req: &RequestHeader,
+) -> Option<http::HeaderValue> {
+    let class = encoding_class(state, req)?;
+    Some(
+        state
+            .plan
+            .as_ref()?
+            .encodings
+            .as_ref()?
+            .value(class)
+            .clone(),
+    )
+}
+
+/// The request's `Accept-Encoding` class on a cached GET/HEAD of a route that normalises it,
+/// computed on first use: a hit on an object that does not vary on it never needs it.
+pub fn encoding_class(state: &mut CacheState, req: &RequestHeader) -> Option<Class> {
+    if !state.normalises {
+        return None;
+    }
+    if state.encoding_class.is_none() {
+        let encodings = state.plan.as_ref()?.encodings.as_ref()?;
+        state.encoding_class = Some(
+            encodings.classify(
+                req.headers
+                    .get_all(http::header::ACCEPT_ENCODING)
+                    .iter()
+                    .map(http::HeaderValue::as_bytes),
+            ),
+        );
+    }
+    state.encoding_class
 }
 
 /// `upstream_response_filter` on a cached GET/HEAD whose `Accept-Encoding` was normalised: a
@@ -327,8 +351,8 @@ pub fn accept_encoding_value(state: &CacheState) -> Option<&http::HeaderValue> {
 /// accepts no coding says nothing of what the origin sends others (stored without `Vary`, it
 /// would replace their encoded variants). A plain answer to a class that accepts codings is
 /// left as is: stored once, it serves every class.
-pub fn vary_encoded(state: &CacheState, resp: &mut ResponseHeader) {
-    let Some(class) = state.encoding_class else {
+pub fn vary_encoded(state: &mut CacheState, req: &RequestHeader, resp: &mut ResponseHeader) {
+    let Some(class) = encoding_class(state, req) else {
         return;
     };
     if resp.status == http::StatusCode::NOT_MODIFIED {
@@ -411,7 +435,8 @@ pub fn cacheable(
         state.not_stored = Some("vary");
         return RespCacheable::Uncacheable(NoCacheReason::Custom("vary"));
     }
-    if let (Some(encodings), Some(class)) = (&plan.encodings, state.encoding_class) {
+    let class = encoding_class(state, req);
+    if let (Some(encodings), Some(class)) = (&plan.encodings, class) {
         let servable = resp
             .headers
             .get_all(http::header::CONTENT_ENCODING)
@@ -524,8 +549,14 @@ pub async fn finish_request(session: &Session, state: &mut CacheState, tls: bool
         None => None,
     };
     if !tls {
-        let accept_encoding = accept_encoding_value(state);
-        super::prefetch::after_response(session, &plan, filled, &edge.warming, accept_encoding);
+        let accept_encoding = accept_encoding_value(state, session.req_header());
+        super::prefetch::after_response(
+            session,
+            &plan,
+            filled,
+            &edge.warming,
+            accept_encoding.as_ref(),
+        );
     }
 }
 
@@ -609,7 +640,7 @@ pub fn explicit_freshness(resp: &ResponseHeader) -> bool {
 /// the origin answers suits every client of the class.
 pub fn upstream_request(
     session: &Session,
-    state: &CacheState,
+    state: &mut CacheState,
     upstream_request: &mut RequestHeader,
 ) {
     if session.cache.enabled() {
@@ -617,9 +648,9 @@ pub fn upstream_request(
             upstream_request,
             session.cache.maybe_cache_meta(),
         );
-        if let Some(value) = accept_encoding_value(state) {
+        if let Some(value) = accept_encoding_value(state, session.req_header()) {
             // Inserting a valid value into a request header cannot fail.
-            let _ = upstream_request.insert_header(http::header::ACCEPT_ENCODING, value.clone());
+            let _ = upstream_request.insert_header(http::header::ACCEPT_ENCODING, value);
         }
     }
 }

@@ -390,7 +390,11 @@ impl ProxyHttp for MeridianProxy {
         ctx: &mut RequestCtx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        cache::variance(meta, req, cache::accept_encoding_value(&ctx.cache))
+        cache::variance(
+            meta,
+            req,
+            cache::accept_encoding_value(&mut ctx.cache, req).as_ref(),
+        )
     }
 
     fn should_serve_stale(
@@ -477,7 +481,7 @@ impl ProxyHttp for MeridianProxy {
             upstream_request.set_uri(uri);
         }
         forward::strip_request_hop_by_hop(upstream_request);
-        cache::upstream_request(session, &ctx.cache, upstream_request);
+        cache::upstream_request(session, &mut ctx.cache, upstream_request);
         cache::hold_interim(session);
         forward::set_forwarded(upstream_request, client_ip(session), self.tls, &ctx.host);
         if !upstream_request.headers.contains_key(http::header::HOST) {
@@ -516,7 +520,7 @@ impl ProxyHttp for MeridianProxy {
         attempt::response_received(session, upstream_response, ctx)?;
         forward::strip_response_hop_by_hop(upstream_response);
         cache::upstream_response(session, upstream_response, &mut ctx.cache);
-        cache::vary_encoded(&ctx.cache, upstream_response);
+        cache::vary_encoded(&mut ctx.cache, session.req_header(), upstream_response);
         // The HTTP version is per hop: the client talks to Meridian, which speaks HTTP/1.1
         // even when an HTTP/1.0 upstream answered.
         if upstream_response.version == http::Version::HTTP_10 {
