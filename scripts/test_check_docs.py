@@ -87,6 +87,9 @@ class CommitsTest(unittest.TestCase):
             ],
         )
 
+    def test_numbers_that_are_not_cited_as_commits_are_not_checked(self):
+        self.assertEqual(problems("expires at 1764003600, id 3f2a9c0d4b1e7a65"), [])
+
 
 class TheseDocsTest(unittest.TestCase):
     """The repository's own documents."""
