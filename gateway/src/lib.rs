@@ -21,3 +21,10 @@ pub mod router;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+
+// The README's Rust snippets are compiled by `cargo test --doc`, so the embedding example there
+// cannot drift from the API. Its `sh`, `text` and `yaml` blocks are not Rust and are skipped; a
+// fence without a language would be compiled as Rust.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
