@@ -1,11 +1,16 @@
-//! The `meridian` command: run a gateway from a config file, check one, or run an origin service.
+//! The `meridian` command: run a gateway from a config file, check one, or (with the `stack`
+//! feature, on by default) start the demo platform or one of its origin services.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "stack")]
 mod origin_cmd;
+#[cfg(not(feature = "stack"))]
+mod proxy_only;
+#[cfg(feature = "stack")]
 mod stack;
 
 /// mimalloc instead of the system allocator. The proxy makes a few dozen short-lived
@@ -44,6 +49,7 @@ enum Command {
         config: PathBuf,
     },
     /// Start the whole demo platform on loopback: gateway, edge and the three origins.
+    #[cfg(feature = "stack")]
     Stack {
         /// The stack file.
         #[arg(short, long, default_value = "conf/stack.yaml")]
@@ -53,15 +59,28 @@ enum Command {
         check: bool,
     },
     /// Run one of the origin services of the demo platform.
+    #[cfg(feature = "stack")]
     #[command(subcommand)]
     Origin(origin_cmd::OriginCommand),
+    /// Not in this proxy-only build: the demo platform needs the `stack` feature.
+    #[cfg(not(feature = "stack"))]
+    Stack(proxy_only::Absent),
+    /// Not in this proxy-only build: the origin services need the `stack` feature.
+    #[cfg(not(feature = "stack"))]
+    Origin(proxy_only::Absent),
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().command {
+        #[cfg(feature = "stack")]
         Command::Origin(origin) => origin_cmd::run(origin),
+        #[cfg(feature = "stack")]
         Command::Stack { config, check } => stack::run(&config, check),
+        #[cfg(not(feature = "stack"))]
+        Command::Stack(_) => proxy_only::absent("stack"),
+        #[cfg(not(feature = "stack"))]
+        Command::Origin(_) => proxy_only::absent("origin"),
         Command::Check { config } => {
             let checked = gateway::builder::GatewayBuilder::from_file(&config)
                 .map_err(|errors| vec![errors.to_string()])

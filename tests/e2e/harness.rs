@@ -533,6 +533,7 @@ pub async fn get_ok(c: &reqwest::Client, port: u16, n: usize) {
 }
 
 /// A short 320x240 test clip with a tone, made by the real `ffmpeg` in `dir`.
+#[cfg(feature = "stack")]
 pub fn test_clip(dir: &Path) -> PathBuf {
     let clip = dir.join("clip.mp4");
     let ok = Command::new("ffmpeg")

@@ -1,5 +1,6 @@
 //! End-to-end tests: a real `meridian` process between real HTTP clients and real upstream
-//! servers, all on 127.0.0.1.
+//! servers, all on 127.0.0.1. The demo platform's tests (`stack`, `orders`, `urls`, `video`) need
+//! the binary's `stack` feature (on by default).
 
 mod harness;
 
@@ -20,6 +21,7 @@ mod faulty_origin;
 mod health;
 mod hls;
 mod httpfx;
+#[cfg(feature = "stack")]
 mod orders;
 mod origins;
 mod plugin_chain;
@@ -28,6 +30,7 @@ mod rate_limit;
 mod reload;
 mod retries;
 mod routing;
+#[cfg(feature = "stack")]
 mod stack;
 mod stale_on_error;
 mod telemetry;
@@ -35,7 +38,9 @@ mod tier;
 mod timeouts;
 mod tls;
 mod upgrade;
+#[cfg(feature = "stack")]
 mod urls;
 mod vary_encoding;
+#[cfg(feature = "stack")]
 mod video;
 mod workers;
