@@ -480,11 +480,12 @@ pub fn cacheable(
     decision
 }
 
-/// `cache_vary_filter`: the variance of `req` under the stored response's `Vary`.
+/// `cache_vary_filter`: the variance of `req` under the stored response's `Vary`, with
+/// `Accept-Encoding` taken as its class's value ([`accept_encoding_value`]).
 pub fn variance(
     meta: &CacheMeta,
     req: &RequestHeader,
-    accept_encoding: Option<&http::HeaderValue>,
+    state: &mut CacheState,
 ) -> Option<HashBinary> {
     let mut names: Vec<String> = meta
         .headers()
@@ -502,11 +503,15 @@ pub fn variance(
     names.dedup();
     let mut builder = VarianceBuilder::new();
     for name in names {
-        let value = match accept_encoding {
-            Some(class) if name == "accept-encoding" => {
-                class.as_bytes().iter().copied().chain(*b",").collect()
-            }
-            _ => req
+        // The class is computed here, only for an object that varies on it.
+        let class = if name == "accept-encoding" {
+            accept_encoding_value(state, req)
+        } else {
+            None
+        };
+        let value = match class {
+            Some(class) => class.as_bytes().iter().copied().chain(*b",").collect(),
+            None => req
                 .headers
                 .get_all(name.as_str())
                 .iter()

@@ -390,11 +390,7 @@ impl ProxyHttp for MeridianProxy {
         ctx: &mut RequestCtx,
         req: &RequestHeader,
     ) -> Option<HashBinary> {
-        cache::variance(
-            meta,
-            req,
-            cache::accept_encoding_value(&mut ctx.cache, req).as_ref(),
-        )
+        cache::variance(meta, req, &mut ctx.cache)
     }
 
     fn should_serve_stale(
