@@ -554,7 +554,11 @@ pub async fn finish_request(session: &Session, state: &mut CacheState, tls: bool
         None => None,
     };
     if !tls {
-        let accept_encoding = accept_encoding_value(state, session.req_header());
+        // Only an `hls` route prefetches: the class is not computed for others.
+        let accept_encoding = match plan.hls {
+            Some(_) => accept_encoding_value(state, session.req_header()),
+            None => None,
+        };
         super::prefetch::after_response(
             session,
             &plan,
